@@ -1,0 +1,1 @@
+//! Inspecting installed certificates.

@@ -1,0 +1,1 @@
+//! One full check.

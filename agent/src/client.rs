@@ -1,0 +1,1 @@
+//! The management-server client.

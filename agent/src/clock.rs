@@ -1,0 +1,1 @@
+//! Wall-clock sanity and the monotonic schedule clock.

@@ -1,0 +1,1 @@
+//! CSR building.

@@ -1,0 +1,1 @@
+//! The device identity key and enrollment record.

@@ -1,0 +1,1 @@
+//! Atomic install with backup and rollback.

@@ -1,0 +1,1 @@
+//! Logging to stderr with syslog priority prefixes.

@@ -1,0 +1,1 @@
+//! Reloading and verifying the web server.

@@ -1,0 +1,1 @@
+//! Jitter, splay and backoff.

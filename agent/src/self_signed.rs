@@ -1,0 +1,1 @@
+//! First-boot self-signed certificate.

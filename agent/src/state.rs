@@ -1,0 +1,1 @@
+//! The state directory: identity, last reported addresses, schedule.

@@ -1,0 +1,1 @@
+//! Validating an issued chain before install.

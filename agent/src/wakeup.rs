@@ -1,0 +1,1 @@
+//! Waiting on fds with a timeout.
