@@ -1,1 +1,181 @@
-//! The daemon loop.
+//! The daemon loop: sleeps in one `poll(2)` on the signal pipe and the
+//! netlink socket until the timetable says a check is due, an address event
+//! arrives or a signal asks for something. No busy waiting, no thread.
+//!
+//! Signals only set flags; they are acted upon between steps, so SIGTERM
+//! never interrupts an install (it can interrupt the wait between order
+//! polls, which is safe: the order is kept and resumed).
+
+use crate::check::{self, Steps};
+use crate::config::Config;
+use crate::error::Result;
+use crate::lock::CheckLock;
+use crate::netlink::AddressMonitor;
+use crate::schedule::{Done, OsRandom, Random, Timetable};
+use crate::signals::Signals;
+use crate::{atomic, clock, wakeup};
+use lancert_protocol::time::format_rfc3339;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// When the check lock is held (a `--check-now` is running), try again in.
+const LOCK_BUSY_RETRY: Duration = Duration::from_secs(5);
+
+/// Runs until SIGTERM or SIGINT. `reload` re-reads the configuration on
+/// SIGHUP (errors keep the old one).
+pub fn run(mut config: Config, reload: &dyn Fn() -> Result<Config>) -> Result<()> {
+    let signals = Signals::install()?;
+    let mut monitor = match AddressMonitor::open() {
+        Ok(m) => Some(m),
+        Err(e) => {
+            log::warn!(
+                "{e}; falling back to polling addresses every {}s",
+                config.address_interval.as_secs()
+            );
+            None
+        }
+    };
+    let mut rng = OsRandom;
+    let started = Instant::now();
+    let mut table = Timetable::start(config.startup_splay, &mut rng);
+    log::info!(
+        "agent {} running; first certificate check in {}s",
+        env!("CARGO_PKG_VERSION"),
+        table.next_certificate.as_secs()
+    );
+    loop {
+        publish_schedule(&config.runtime_dir, &table, started.elapsed());
+        let mut fds = vec![signals.fd()];
+        if let Some(m) = &monitor {
+            fds.push(m.fd());
+        }
+        // A SIGHUP/SIGUSR1 that arrived during an order poll left its flag
+        // set after the pipe was drained: do not sleep on it.
+        let timeout = if signals.is_pending() {
+            Duration::ZERO
+        } else {
+            table.sleep_for(started.elapsed())
+        };
+        let ready = wakeup::wait_readable(&fds, timeout)?;
+        let now = started.elapsed();
+        let pending = signals.take();
+        if pending.terminate {
+            log::info!("stopping on request");
+            return Ok(());
+        }
+        if pending.reload {
+            match reload() {
+                Ok(c) => {
+                    log::info!("configuration re-read from {}", c.file.display());
+                    log::set_max_level(c.log_level);
+                    config = c;
+                }
+                Err(e) => log::error!("{e}; keeping the previous configuration"),
+            }
+        }
+        if pending.check_now {
+            log::info!("check requested by signal");
+            table.check_now(now);
+        }
+        if ready.get(1).copied().unwrap_or(false) {
+            if let Some(m) = monitor.as_mut() {
+                if m.drain() {
+                    log::debug!("address event");
+                    table.address_event(now);
+                }
+            }
+        }
+        let due = table.due(now);
+        if !due.address && !due.certificate {
+            continue;
+        }
+        let steps = Steps {
+            addresses: true,
+            certificate: due.certificate,
+        };
+        let _lock = match CheckLock::acquire(&config.state_dir, Duration::ZERO) {
+            Ok(lock) => lock,
+            Err(e) => {
+                log::info!("{e}; trying again in {}s", LOCK_BUSY_RETRY.as_secs());
+                table.next_address = table.next_address.max(now + LOCK_BUSY_RETRY);
+                table.next_certificate = table.next_certificate.max(now + LOCK_BUSY_RETRY);
+                continue;
+            }
+        };
+        let mut pause = |d: Duration| pause_unless_stopped(&signals, d);
+        let done = run_check(&config, steps, &mut rng, &mut pause);
+        let after = started.elapsed();
+        if steps.certificate {
+            table.certificate_done(
+                after,
+                done,
+                config.address_interval,
+                config.certificate_interval,
+                &mut rng,
+            );
+        } else {
+            table.address_done(after, done, config.address_interval, &mut rng);
+        }
+    }
+}
+
+/// Runs a check and turns its result into what the timetable needs.
+fn run_check(config: &Config, steps: Steps, rng: &mut dyn Random, pause: &mut dyn FnMut(Duration) -> bool) -> Done {
+    match check::run(config, steps, rng, pause) {
+        Ok(outcome) if outcome.clock_not_sane => Done::ClockNotSane,
+        Ok(outcome) => {
+            let now = clock::wall_now();
+            let soonest = [outcome.certificate_due_at, outcome.pending_until]
+                .into_iter()
+                .flatten()
+                .min();
+            let due_in = soonest.map(|at| Duration::from_secs(u64::try_from(at - now).unwrap_or(0)));
+            Done::Ok { due_in }
+        }
+        Err(failure) => {
+            log::error!("{}; next attempt in {}s", failure.error, failure.retry_in.as_secs());
+            Done::Failed {
+                retry_in: failure.retry_in,
+            }
+        }
+    }
+}
+
+/// Waits `d`, returning early with `false` on SIGTERM/SIGINT (a SIGUSR1 or
+/// SIGHUP in the meantime is remembered for the loop).
+fn pause_unless_stopped(signals: &Signals, d: Duration) -> bool {
+    let until = Instant::now() + d;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        if wakeup::wait_readable(&[signals.fd()], left).is_err() {
+            std::thread::sleep(left.min(Duration::from_secs(1)));
+        }
+        if signals.peek_terminate() {
+            return false;
+        }
+    }
+}
+
+/// Writes the next check times (wall clock) to the runtime directory, a
+/// tmpfs, for `agent status`. Best effort.
+fn publish_schedule(runtime_dir: &Path, table: &Timetable, now: Duration) {
+    let wall = clock::wall_now();
+    let at = |next: Duration| format_rfc3339(wall + i64::try_from(next.saturating_sub(now).as_secs()).unwrap_or(0));
+    let body = serde_json::json!({
+        "pid": std::process::id(),
+        "nextAddressCheck": at(table.next_address),
+        "nextCertificateCheck": at(table.next_certificate),
+    });
+    let _ = std::fs::create_dir_all(runtime_dir);
+    if let Err(e) = atomic::write_if_changed(
+        &runtime_dir.join("schedule.json"),
+        format!("{body}\n").as_bytes(),
+        0o644,
+        "publishing the schedule",
+    ) {
+        log::debug!("{e}");
+    }
+}

@@ -80,12 +80,19 @@ pub enum Error {
 impl Error {
     /// An I/O error with its context.
     pub fn io(doing: impl Into<String>, path: impl Into<PathBuf>, source: std::io::Error) -> Error {
-        Error::Io { doing: doing.into(), path: path.into(), source }
+        Error::Io {
+            doing: doing.into(),
+            path: path.into(),
+            source,
+        }
     }
 
     /// A refused server answer.
     pub fn rejected(doing: impl Into<String>, reason: impl Into<String>) -> Error {
-        Error::Rejected { doing: doing.into(), reason: reason.into() }
+        Error::Rejected {
+            doing: doing.into(),
+            reason: reason.into(),
+        }
     }
 
     /// How long the server asked us to wait, if it did.
@@ -116,7 +123,14 @@ impl std::fmt::Display for Error {
             }
             Error::Io { doing, path, source } => write!(f, "{doing} {}: {source}", path.display()),
             Error::Network { doing, url, detail } => write!(f, "{doing}: {url}: {detail}"),
-            Error::Server { doing, url, status, problem, detail, .. } => {
+            Error::Server {
+                doing,
+                url,
+                status,
+                problem,
+                detail,
+                ..
+            } => {
                 write!(f, "{doing}: {url}: server answered {status}")?;
                 if let Some(p) = problem {
                     write!(f, " {}", p.name())?;

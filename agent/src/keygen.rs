@@ -1,1 +1,173 @@
-//! Certificate key generation.
+//! Certificate key generation: ECDSA P-256 keys made on the device, so the
+//! private key never leaves it.
+//!
+//! P-256 because every web server and browser accepts it, it signs fast on
+//! small CPUs, and the management server requires it (protocol §8.1). The
+//! same type holds the device's identity key.
+
+use crate::error::{Error, Result};
+use p256::ecdsa::SigningKey;
+use p256::elliptic_curve::zeroize::Zeroizing;
+use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
+
+/// How many 32-byte draws to try before giving up. A draw is rejected only
+/// if it is zero or not below the group order n, which for P-256 happens
+/// with probability about 2^-32: a second failure means the randomness
+/// source is broken, not unlucky.
+const MAX_DRAWS: usize = 4;
+
+/// DER prefix of a P-256 SubjectPublicKeyInfo (RFC 5480 §2):
+/// SEQUENCE { SEQUENCE { id-ecPublicKey, prime256v1 }, BIT STRING (0 unused
+/// bits) }, followed by the 65-byte uncompressed point (SEC 1 §2.3.3).
+const SPKI_PREFIX: [u8; 26] = [
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce,
+    0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+
+/// An ECDSA P-256 private key.
+pub struct CertKey {
+    key: SigningKey,
+}
+
+impl std::fmt::Debug for CertKey {
+    // Never print key material, not even in a debug log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CertKey(P-256, private)")
+    }
+}
+
+impl CertKey {
+    /// A fresh key from the operating system's randomness (getrandom(2)).
+    ///
+    /// The scalar is drawn directly (FIPS 186-5 A.4.2, "rejection
+    /// sampling"): 32 random bytes are accepted if they form a valid
+    /// scalar in [1, n-1], and redrawn otherwise.
+    pub fn generate() -> Result<CertKey> {
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        for _ in 0..MAX_DRAWS {
+            getrandom::fill(&mut bytes[..])
+                .map_err(|e| Error::Other(format!("generating a key: no randomness from the OS: {e}")))?;
+            if let Ok(key) = SigningKey::from_slice(&bytes[..]) {
+                return Ok(CertKey { key });
+            }
+        }
+        Err(Error::Other(format!(
+            "generating a key: {MAX_DRAWS} random draws were all invalid P-256 scalars; the OS randomness is broken"
+        )))
+    }
+
+    /// Parses a PKCS#8 `PRIVATE KEY` PEM (RFC 5958, RFC 7468 §10) holding a
+    /// P-256 key.
+    pub fn from_pkcs8_pem(pem: &str) -> Result<CertKey, String> {
+        SigningKey::from_pkcs8_pem(pem)
+            .map(|key| CertKey { key })
+            .map_err(|e| format!("not a PKCS#8 P-256 private key: {e}"))
+    }
+
+    /// Parses a PKCS#8 DER private key holding a P-256 key.
+    pub fn from_pkcs8_der(der: &[u8]) -> Result<CertKey, String> {
+        SigningKey::from_pkcs8_der(der)
+            .map(|key| CertKey { key })
+            .map_err(|e| format!("not a PKCS#8 P-256 private key: {e}"))
+    }
+
+    /// The key as PKCS#8 PEM, `-----BEGIN PRIVATE KEY-----`: the one form
+    /// nginx, lighttpd and uhttpd (mbedTLS/wolfSSL/OpenSSL) all read.
+    pub fn to_pkcs8_pem(&self) -> Result<String> {
+        let pem = self
+            .key
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|e| Error::Other(format!("encoding the private key as PKCS#8: {e}")))?;
+        // The caller gets a plain String (it is written to the key file);
+        // the intermediate copy is wiped when `pem` drops.
+        Ok(pem.as_str().to_owned())
+    }
+
+    /// The key as PKCS#8 DER, wiped when dropped.
+    pub fn to_pkcs8_der(&self) -> Result<Zeroizing<Vec<u8>>> {
+        let doc = self
+            .key
+            .to_pkcs8_der()
+            .map_err(|e| Error::Other(format!("encoding the private key as PKCS#8: {e}")))?;
+        Ok(Zeroizing::new(doc.as_bytes().to_vec()))
+    }
+
+    /// The public key as a DER SubjectPublicKeyInfo (RFC 5480), the form a
+    /// certificate carries it in: comparing these bytes tells whether a
+    /// certificate is for this key.
+    pub fn spki_der(&self) -> Vec<u8> {
+        let point = self.key.verifying_key().to_sec1_point(false);
+        let mut der = Vec::with_capacity(SPKI_PREFIX.len() + 65);
+        der.extend_from_slice(&SPKI_PREFIX);
+        der.extend_from_slice(point.as_bytes());
+        der
+    }
+
+    /// The key for signing (CSRs, JWS).
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.key
+    }
+
+    /// The key as an rcgen key pair (ring), for signing CSRs and
+    /// certificates.
+    pub(crate) fn rcgen_key_pair(&self) -> Result<rcgen::KeyPair> {
+        let der = self.to_pkcs8_der()?;
+        rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
+            &rustls::pki_types::PrivatePkcs8KeyDer::from(der.as_slice()),
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+        )
+        .map_err(|e| Error::Other(format!("loading the private key into the certificate encoder: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use p256::pkcs8::EncodePublicKey;
+
+    #[test]
+    fn pem_round_trip() {
+        let key = CertKey::generate().unwrap();
+        let pem = key.to_pkcs8_pem().unwrap();
+        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"), "{pem}");
+        let back = CertKey::from_pkcs8_pem(&pem).unwrap();
+        assert_eq!(back.spki_der(), key.spki_der());
+        assert_eq!(back.to_pkcs8_pem().unwrap(), pem);
+        let der = key.to_pkcs8_der().unwrap();
+        assert_eq!(CertKey::from_pkcs8_der(&der).unwrap().spki_der(), key.spki_der());
+    }
+
+    #[test]
+    fn keys_differ() {
+        assert_ne!(
+            CertKey::generate().unwrap().spki_der(),
+            CertKey::generate().unwrap().spki_der()
+        );
+    }
+
+    #[test]
+    fn spki_matches_the_encoder() {
+        let key = CertKey::generate().unwrap();
+        let reference = key.signing_key().verifying_key().to_public_key_der().unwrap();
+        assert_eq!(key.spki_der(), reference.as_bytes());
+        assert_eq!(
+            key.spki_der(),
+            rcgen::PublicKeyData::subject_public_key_info(&key.rcgen_key_pair().unwrap())
+        );
+    }
+
+    #[test]
+    fn rejects_garbage_and_other_keys() {
+        assert!(CertKey::from_pkcs8_pem("hello").is_err());
+        let rsa_like = "-----BEGIN PRIVATE KEY-----\nMAA=\n-----END PRIVATE KEY-----\n";
+        assert!(CertKey::from_pkcs8_pem(rsa_like).unwrap_err().contains("PKCS#8"));
+        let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+        assert!(CertKey::from_pkcs8_pem(&p384.serialize_pem()).is_err());
+    }
+
+    #[test]
+    fn debug_hides_the_key() {
+        let key = CertKey::generate().unwrap();
+        assert_eq!(format!("{key:?}"), "CertKey(P-256, private)");
+    }
+}
