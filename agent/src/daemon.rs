@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 /// When the check lock is held (a `--check-now` is running), try again in.
 const LOCK_BUSY_RETRY: Duration = Duration::from_secs(5);
+/// The daemon's timetable in the runtime directory, read by `agent status`.
+pub const SCHEDULE_FILE: &str = "schedule.json";
 
 /// Runs until SIGTERM or SIGINT. `reload` re-reads the configuration on
 /// SIGHUP (errors keep the old one).
@@ -61,6 +63,8 @@ pub fn run(mut config: Config, reload: &dyn Fn() -> Result<Config>) -> Result<()
         let pending = signals.take();
         if pending.terminate {
             log::info!("stopping on request");
+            // `agent status` must not show a timetable nobody follows.
+            let _ = std::fs::remove_file(config.runtime_dir.join(SCHEDULE_FILE));
             return Ok(());
         }
         if pending.reload {
@@ -93,7 +97,7 @@ pub fn run(mut config: Config, reload: &dyn Fn() -> Result<Config>) -> Result<()
             addresses: true,
             certificate: due.certificate,
         };
-        let _lock = match CheckLock::acquire(&config.state_dir, Duration::ZERO) {
+        let _lock = match CheckLock::acquire(&config.runtime_dir, Duration::ZERO) {
             Ok(lock) => lock,
             Err(e) => {
                 log::info!("{e}; trying again in {}s", LOCK_BUSY_RETRY.as_secs());
@@ -171,7 +175,7 @@ fn publish_schedule(runtime_dir: &Path, table: &Timetable, now: Duration) {
     });
     let _ = std::fs::create_dir_all(runtime_dir);
     if let Err(e) = atomic::write_if_changed(
-        &runtime_dir.join("schedule.json"),
+        &runtime_dir.join(SCHEDULE_FILE),
         format!("{body}\n").as_bytes(),
         0o644,
         "publishing the schedule",

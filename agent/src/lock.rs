@@ -1,7 +1,7 @@
 //! The check lock: the check never runs twice at once.
 //!
 //! The daemon's loop and a `check` run from the command line (or cron) both
-//! take an exclusive flock(2) on `<state_dir>/check.lock` before they touch
+//! take an exclusive flock(2) on `<runtime_dir>/check.lock` before they touch
 //! the state, the key or the certificate. The kernel drops the lock when the
 //! holder's fd is closed, including when the process dies, so there are no
 //! stale locks to clean up; the file itself stays. The holder writes its pid
@@ -28,7 +28,9 @@ pub struct CheckLock {
 }
 
 impl CheckLock {
-    /// Takes the lock on `state_dir/check.lock` (created with mode 0600),
+    /// Takes the lock on `dir/check.lock` (created with mode 0600; `dir` is
+    /// the runtime directory, a tmpfs, so that writing our pid on every
+    /// check never wears flash; it is created if missing),
     /// trying every [`RETRY_INTERVAL`] for up to `wait` (`Duration::ZERO`:
     /// try once). When it stays busy the error says so and names the
     /// holder's pid when the file tells it; its source has kind
@@ -36,9 +38,10 @@ impl CheckLock {
     /// failure:
     /// "taking the check lock /var/lib/lancert/check.lock: another check is
     /// running (pid 812)".
-    pub fn acquire(state_dir: &Path, wait: Duration) -> Result<CheckLock> {
+    pub fn acquire(dir: &Path, wait: Duration) -> Result<CheckLock> {
         const DOING: &str = "taking the check lock";
-        let path = state_dir.join(LOCK_FILE);
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(DOING, dir, e))?;
+        let path = dir.join(LOCK_FILE);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -191,10 +194,16 @@ mod tests {
     }
 
     #[test]
-    fn missing_state_dir_is_an_io_error() {
-        let dir = temp_dir("missing").join("does-not-exist");
-        let text = CheckLock::acquire(&dir, Duration::ZERO).unwrap_err().to_string();
+    fn missing_dir_is_created_and_an_unusable_one_is_an_io_error() {
+        let base = temp_dir("missing");
+        let dir = base.join("does-not-exist");
+        drop(CheckLock::acquire(&dir, Duration::ZERO).unwrap());
+        assert!(dir.join(LOCK_FILE).exists());
+        let file = base.join("a-file");
+        std::fs::write(&file, b"x").unwrap();
+        let text = CheckLock::acquire(&file.join("sub"), Duration::ZERO).unwrap_err().to_string();
         assert!(text.starts_with("taking the check lock"), "{text}");
-        assert!(text.contains("does-not-exist"), "{text}");
+        assert!(text.contains("a-file"), "{text}");
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }

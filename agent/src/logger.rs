@@ -22,7 +22,11 @@ pub fn priority(level: Level) -> u8 {
 
 impl Log for StderrLogger {
     fn enabled(&self, metadata: &Metadata) -> bool {
+        // Libraries (ureq, rustls) are chatty at debug level and may print
+        // request details: only `trace` lets their debug lines through.
+        let ours = metadata.target().starts_with("agent");
         metadata.level() <= log::max_level()
+            && (ours || metadata.level() <= Level::Info || log::max_level() == LevelFilter::Trace)
     }
 
     fn log(&self, record: &Record) {

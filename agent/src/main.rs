@@ -79,7 +79,7 @@ fn try_main(args: cli::Args) -> Result<u8> {
         Command::CheckNow => {
             let config = load_runtime(&file)?;
             logger::init(config.log_level);
-            let _lock = CheckLock::acquire(&config.state_dir, CHECK_LOCK_WAIT)?;
+            let _lock = CheckLock::acquire(&config.runtime_dir, CHECK_LOCK_WAIT)?;
             let mut sleep = |d: Duration| {
                 std::thread::sleep(d);
                 true

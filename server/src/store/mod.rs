@@ -1,0 +1,163 @@
+//! The server's SQLite database: enrollment tokens, devices, orders, status
+//! reports and (for the embedded DNS backend) zone records.
+//!
+//! One connection behind a mutex. Every statement is short (point lookups
+//! and single-row writes), so handlers run them inline rather than on a
+//! blocking pool. WAL mode and a busy timeout let the admin commands
+//! (`lancert-server devices`, `token`, ...) use the same file while the server
+//! runs.
+
+mod devices;
+mod orders;
+mod reports;
+mod tokens;
+
+pub use devices::{Device, EnrollOutcome, NewDevice};
+pub use orders::{Order, OrderStatus, Reservation};
+pub use reports::Report;
+pub use tokens::NewToken;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+/// How long a statement waits for another process's write lock.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A database failure, with what was being done.
+#[derive(Debug)]
+pub struct StoreError {
+    context: String,
+    source: rusqlite::Error,
+}
+
+impl StoreError {
+    fn new(context: impl Into<String>, source: rusqlite::Error) -> StoreError {
+        StoreError {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "database: {}: {}", self.context, self.source)
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// The database.
+pub struct Store {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tokens (
+    hash     BLOB PRIMARY KEY,   -- SHA-256 of the token; the token itself is never stored
+    hostname TEXT,               -- bound hostname, or NULL for a random one
+    created  INTEGER NOT NULL,
+    expires  INTEGER NOT NULL,
+    used_by  TEXT,               -- device id once consumed
+    used_at  INTEGER
+);
+CREATE TABLE IF NOT EXISTS devices (
+    id            TEXT PRIMARY KEY,
+    hostname      TEXT NOT NULL,
+    key_sec1      BLOB NOT NULL,         -- identity key, uncompressed SEC1 point
+    thumbprint    TEXT NOT NULL UNIQUE,  -- RFC 7638 thumbprint of the identity key
+    enrolled      INTEGER NOT NULL,
+    revoked       INTEGER NOT NULL DEFAULT 0,
+    agent_version TEXT
+);
+-- A hostname belongs to at most one live device; a revoked device's name can
+-- be given to its replacement (token bound to the same hostname).
+CREATE UNIQUE INDEX IF NOT EXISTS devices_live_hostname ON devices(hostname) WHERE revoked = 0;
+CREATE TABLE IF NOT EXISTS orders (
+    id            TEXT PRIMARY KEY,      -- also the certificate id
+    device        TEXT NOT NULL,
+    hostname      TEXT NOT NULL,
+    csr           BLOB NOT NULL,
+    status        TEXT NOT NULL,         -- processing | valid | invalid
+    created       INTEGER NOT NULL,
+    expires       INTEGER NOT NULL,
+    chain         TEXT,
+    serial        TEXT,                  -- lowercase hex, no leading zero bytes
+    not_after     INTEGER,
+    renewal_start INTEGER,
+    renewal_end   INTEGER,
+    error_type    TEXT,                  -- problem type name, e.g. issuanceFailed
+    error_detail  TEXT,
+    retry_after   INTEGER
+);
+CREATE INDEX IF NOT EXISTS orders_device_created ON orders(device, created);
+CREATE INDEX IF NOT EXISTS orders_status ON orders(status);
+CREATE TABLE IF NOT EXISTS reports (
+    device   TEXT PRIMARY KEY,
+    payload  TEXT NOT NULL,              -- the last report, as received (JSON object)
+    received INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS records (
+    name     TEXT NOT NULL,
+    type     TEXT NOT NULL,              -- A | AAAA | TXT
+    value    TEXT NOT NULL,
+    position INTEGER NOT NULL,           -- order within the set, as published
+    PRIMARY KEY (name, type, value)
+);
+";
+
+impl Store {
+    /// Opens (creating if needed) the database file.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open(path).map_err(|e| StoreError::new(format!("opening {}", path.display()), e))?;
+        Store::init(conn, path)
+    }
+
+    /// A private in-memory database, for tests.
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        let conn = Connection::open_in_memory().map_err(|e| StoreError::new("opening in-memory database", e))?;
+        Store::init(conn, Path::new(":memory:"))
+    }
+
+    fn init(conn: Connection, path: &Path) -> Result<Store, StoreError> {
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| StoreError::new("setting busy timeout", e))?;
+        // journal_mode returns a row, so it is queried rather than executed.
+        conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+            .map_err(|e| StoreError::new("enabling WAL", e))?;
+        conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+            .map_err(|e| StoreError::new("setting pragmas", e))?;
+        conn.execute_batch(SCHEMA)
+            .map_err(|e| StoreError::new("creating schema", e))?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on the connection; errors get `context`.
+    pub fn with<T>(
+        &self,
+        context: &str,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        // A panic while holding the lock leaves SQLite consistent (every
+        // multi-statement change is a transaction), so poisoning is ignored.
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut conn).map_err(|e| StoreError::new(context, e))
+    }
+}
