@@ -201,7 +201,9 @@ mod tests {
         assert!(dir.join(LOCK_FILE).exists());
         let file = base.join("a-file");
         std::fs::write(&file, b"x").unwrap();
-        let text = CheckLock::acquire(&file.join("sub"), Duration::ZERO).unwrap_err().to_string();
+        let text = CheckLock::acquire(&file.join("sub"), Duration::ZERO)
+            .unwrap_err()
+            .to_string();
         assert!(text.starts_with("taking the check lock"), "{text}");
         assert!(text.contains("a-file"), "{text}");
         std::fs::remove_dir_all(&base).unwrap();

@@ -44,7 +44,9 @@ pub fn collect(config: &Config) -> Value {
     // The daemon publishes its timetable in the runtime directory; without
     // a daemon, the next check is whenever the certificate is due or the
     // backoff ends.
-    let daemon = read_json(&config.runtime_dir.join(crate::daemon::SCHEDULE_FILE)).ok().flatten();
+    let daemon = read_json(&config.runtime_dir.join(crate::daemon::SCHEDULE_FILE))
+        .ok()
+        .flatten();
     let from_daemon = |name: &str| daemon.as_ref().and_then(|d| d.get(name)).cloned();
     let computed_next = match (due, st.retry_at) {
         (_, Some(retry)) if retry > now => Some(retry),

@@ -121,7 +121,9 @@ impl Jws {
         };
         for key in obj.keys() {
             if !matches!(key.as_str(), "protected" | "payload" | "signature") {
-                return err(format!("unexpected member {key:?} (only flattened JWS with a protected header is accepted)"));
+                return err(format!(
+                    "unexpected member {key:?} (only flattened JWS with a protected header is accepted)"
+                ));
             }
         }
         let text = |name: &str| -> Result<&str, JwsError> {
@@ -130,7 +132,8 @@ impl Jws {
                 .ok_or_else(|| JwsError(format!("missing string member {name:?}")))
         };
         let (p64, pl64, s64) = (text("protected")?, text("payload")?, text("signature")?);
-        let decode = |name: &str, s: &str| base64url::decode(s).map_err(|_| JwsError(format!("{name} is not base64url")));
+        let decode =
+            |name: &str, s: &str| base64url::decode(s).map_err(|_| JwsError(format!("{name} is not base64url")));
         let header_bytes = decode("protected", p64)?;
         let protected = match serde_json::from_slice::<Value>(&header_bytes) {
             Ok(Value::Object(m)) => m,
@@ -141,7 +144,8 @@ impl Jws {
         }
         let payload = decode("payload", pl64)?;
         let sig_bytes = decode("signature", s64)?;
-        let signature = Signature::from_slice(&sig_bytes).map_err(|_| JwsError("signature is not a 64-byte ES256 signature".into()))?;
+        let signature = Signature::from_slice(&sig_bytes)
+            .map_err(|_| JwsError("signature is not a 64-byte ES256 signature".into()))?;
         Ok(Jws {
             protected,
             payload,

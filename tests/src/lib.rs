@@ -1,1 +1,65 @@
+//! Test harness for lancert's end-to-end tests.
+//!
+//! The tests in `tests/tests/` drive the real `agent` and `lancert-server`
+//! binaries (built by `cargo build --workspace` into `target/debug/`), over
+//! real HTTPS on loopback, with a real nginx serving the agent's files. This
+//! crate holds the pieces they share:
+//!
+//! | piece | what it is |
+//! |---|---|
+//! | [`TestEnv`] | a private temporary directory, free loopback ports, the binaries' paths |
+//! | [`Server`] | `lancert-server serve` in local-CA mode, plus its `token`/`records`/`devices` commands |
+//! | [`Agent`] | an agent configuration file and runs of the `agent` binary with a time limit |
+//! | [`Nginx`] | Debian's nginx serving the agent's certificate files on a loopback port |
+//! | [`EvilServer`] | an in-process protocol server whose answers a test can make wrong, one way at a time |
+//! | [`scenario`] | set-ups several tests share: a provisioned device with nginx in front |
+//! | [`tls`] | client handshakes that report which certificate a port serves, and certificate inspection |
+//!
+//! Every test builds its own environment: nothing is shared between tests, so
+//! they can run in parallel and in any order. Every wait has a bound
+//! ([`COMMAND_TIMEOUT`], [`SERVER_START_TIMEOUT`]) so a hanging binary fails
+//! its test instead of hanging the suite.
+// `deny`, not `forbid`: one call, kill(2), needs `unsafe` (see `process.rs`).
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
 
+mod agent;
+mod env;
+mod evil;
+mod nginx;
+mod pki;
+mod process;
+pub mod scenario;
+mod server;
+pub mod tls;
+
+pub use agent::{Agent, AgentConfig, Daemon, FileSnapshot, FileState};
+pub use env::TestEnv;
+pub use evil::{EvilServer, Mode, Stats, EVIL_HOSTNAME, HUGE_BODY_BYTES};
+pub use nginx::Nginx;
+pub use pki::{self_signed, TestCa};
+pub use process::{run, signal, Output, COMMAND_TIMEOUT};
+pub use server::{Server, ServerConfig, SERVER_START_TIMEOUT, ZONE};
+
+/// Polls `cond` every 50 ms until it returns `Some`, or panics with `what`
+/// after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: std::time::Duration, mut cond: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = cond() {
+            return v;
+        }
+        if std::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock before 1970")
+        .as_secs() as i64
+}
