@@ -78,7 +78,9 @@ struct Session<'a> {
     config: &'a Config,
     dir: StateDir,
     enrollment: Enrollment,
-    identity: CertKey,
+    /// Loaded on first use: deriving a P-256 public key costs millions of
+    /// instructions, and a check with nothing to say signs nothing.
+    identity: Option<CertKey>,
     client: Option<Client>,
 }
 
@@ -100,6 +102,35 @@ impl Session<'_> {
 
     fn requests(&self) -> u32 {
         self.client.as_ref().map_or(0, |c| c.stats().requests)
+    }
+}
+
+/// The identity key, loaded on first use.
+fn load_identity<'k>(slot: &'k mut Option<CertKey>, dir: &StateDir) -> Result<&'k CertKey> {
+    match slot {
+        Some(k) => Ok(k),
+        None => {
+            let key = identity::load(&dir.identity_key(), "the identity key")?.ok_or_else(|| not_provisioned(dir))?;
+            Ok(slot.insert(key))
+        }
+    }
+}
+
+fn not_provisioned(dir: &StateDir) -> Error {
+    Error::Other(format!(
+        "the device is not provisioned (no identity in {}): run `agent provision --server URL --token TOKEN`",
+        dir.path().display()
+    ))
+}
+
+/// The enrollment, if the identity key file is there too (it is read only
+/// when a request must be signed).
+pub fn enrollment(dir: &StateDir) -> Result<Enrollment> {
+    let enrollment = dir.enrollment()?.ok_or_else(|| not_provisioned(dir))?;
+    match std::fs::symlink_metadata(dir.identity_key()) {
+        Ok(_) => Ok(enrollment),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(not_provisioned(dir)),
+        Err(e) => Err(Error::io("reading the identity key", dir.identity_key(), e)),
     }
 }
 
@@ -146,7 +177,7 @@ pub fn run(
     pause: &mut dyn FnMut(Duration) -> bool,
 ) -> std::result::Result<Outcome, Failure> {
     let dir = StateDir::new(&config.state_dir);
-    let (enrollment, identity) = enrolled(&dir).map_err(|error| Failure {
+    let enrollment = enrollment(&dir).map_err(|error| Failure {
         error,
         retry_in: Duration::from_secs(86_400),
         requests: 0,
@@ -156,7 +187,7 @@ pub fn run(
         config,
         dir,
         enrollment,
-        identity,
+        identity: None,
         client: None,
     };
     let mut outcome = Outcome::default();
@@ -243,7 +274,7 @@ pub fn run(
 
 fn send_report(session: &mut Session<'_>, report: &serde_json::Value) -> Result<Option<crate::renewal_window::Window>> {
     let kid = session.enrollment.device.clone();
-    let key = session.identity.signing_key().clone();
+    let key = load_identity(&mut session.identity, &session.dir)?.signing_key().clone();
     session.client()?.report_status(&key, &kid, report)
 }
 
@@ -265,7 +296,7 @@ fn address_step(session: &mut Session<'_>, state: &mut State) -> Result<bool> {
         return Ok(false);
     }
     let kid = session.enrollment.device.clone();
-    let key = session.identity.signing_key().clone();
+    let key = load_identity(&mut session.identity, &session.dir)?.signing_key().clone();
     let published = session.client()?.update_addresses(&key, &kid, &current)?;
     if published != current {
         log::warn!(
@@ -340,12 +371,8 @@ fn certificate_step(
         }
     }
     log::info!("renewing the certificate for {hostname}: {reason}");
-    let Session {
-        enrollment,
-        identity,
-        client,
-        ..
-    } = session;
+    let Session { enrollment, identity, client, dir: state_dir, .. } = session;
+    let identity = load_identity(identity, state_dir)?;
     let client = ensure_client(client, config)?;
     match renew::renew(config, &dir, client, enrollment, identity, state, rng, pause)? {
         Renewed::Installed(info) => {
