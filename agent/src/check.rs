@@ -274,7 +274,9 @@ pub fn run(
 
 fn send_report(session: &mut Session<'_>, report: &serde_json::Value) -> Result<Option<crate::renewal_window::Window>> {
     let kid = session.enrollment.device.clone();
-    let key = load_identity(&mut session.identity, &session.dir)?.signing_key().clone();
+    let key = load_identity(&mut session.identity, &session.dir)?
+        .signing_key()
+        .clone();
     session.client()?.report_status(&key, &kid, report)
 }
 
@@ -296,7 +298,9 @@ fn address_step(session: &mut Session<'_>, state: &mut State) -> Result<bool> {
         return Ok(false);
     }
     let kid = session.enrollment.device.clone();
-    let key = load_identity(&mut session.identity, &session.dir)?.signing_key().clone();
+    let key = load_identity(&mut session.identity, &session.dir)?
+        .signing_key()
+        .clone();
     let published = session.client()?.update_addresses(&key, &kid, &current)?;
     if published != current {
         log::warn!(
@@ -371,7 +375,13 @@ fn certificate_step(
         }
     }
     log::info!("renewing the certificate for {hostname}: {reason}");
-    let Session { enrollment, identity, client, dir: state_dir, .. } = session;
+    let Session {
+        enrollment,
+        identity,
+        client,
+        dir: state_dir,
+        ..
+    } = session;
     let identity = load_identity(identity, state_dir)?;
     let client = ensure_client(client, config)?;
     match renew::renew(config, &dir, client, enrollment, identity, state, rng, pause)? {

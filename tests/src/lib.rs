@@ -15,6 +15,15 @@
 //! | [`scenario`] | set-ups several tests share: a provisioned device with nginx in front |
 //! | [`tls`] | client handshakes that report which certificate a port serves, and certificate inspection |
 //!
+//! Run everything with `scripts/test`, or, after `cargo build --workspace`,
+//! `cargo test -p lancert-tests`. Environment variables:
+//!
+//! | variable | effect |
+//! |---|---|
+//! | `LANCERT_BIN_DIR` | directory of the binaries under test (default: the `target/debug/` of the test binary) |
+//! | `LANCERT_ALLOW_STALE` | skip the check that the binaries are newer than their sources |
+//! | `LANCERT_KEEP_TEST_DIRS` | keep each test's directory also when it passes (it is always kept on failure) |
+//!
 //! Every test builds its own environment: nothing is shared between tests, so
 //! they can run in parallel and in any order. Every wait has a bound
 //! ([`COMMAND_TIMEOUT`], [`SERVER_START_TIMEOUT`]) so a hanging binary fails
@@ -36,7 +45,7 @@ pub mod tls;
 pub use agent::{Agent, AgentConfig, Daemon, FileSnapshot, FileState};
 pub use env::TestEnv;
 pub use evil::{EvilServer, Mode, Stats, EVIL_HOSTNAME, HUGE_BODY_BYTES};
-pub use nginx::Nginx;
+pub use nginx::{Nginx, NGINX, STABLE_HANDSHAKES};
 pub use pki::{self_signed, TestCa};
 pub use process::{run, signal, Output, COMMAND_TIMEOUT};
 pub use server::{Server, ServerConfig, SERVER_START_TIMEOUT, ZONE};

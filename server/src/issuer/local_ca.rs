@@ -298,7 +298,7 @@ impl LocalCa {
     }
 
     /// Makes sure `data_dir` holds a TLS certificate for `names` with at
-    /// least [`TLS_RENEW_BEFORE_SECS`] left, issuing a new one (with a new
+    /// least `TLS_RENEW_BEFORE_SECS` left, issuing a new one (with a new
     /// key) otherwise. Returns the chain and key paths.
     ///
     /// The names are those of the first issuance: after changing

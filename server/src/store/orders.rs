@@ -132,7 +132,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Order> {
 
 impl Store {
     /// Stores a new order unless the device already created
-    /// `max_per_window` orders in the last [`RATE_WINDOW_SECS`]; the check and
+    /// `max_per_window` orders in the last `RATE_WINDOW_SECS`; the check and
     /// the insert are one transaction.
     pub fn create_order(&self, order: &Order, max_per_window: u32) -> Result<Reservation, StoreError> {
         self.with("creating order", |conn| {
