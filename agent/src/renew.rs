@@ -55,13 +55,12 @@ pub fn anchors(config: &Config) -> Result<TrustAnchors> {
 pub fn install_self_signed(config: &Config, hostname: &str) -> Result<()> {
     let key = CertKey::generate()?;
     let material = self_signed::generate(&key, hostname, clock::wall_now())?;
-    let backup = install::install(&paths(config), &material)?;
+    install::install(&paths(config), &material)?;
     log::info!("installed a self-signed certificate for {hostname} until the real one arrives");
     if let Err(e) = reload_and_verify(config, None) {
-        // Nothing better to roll back to; the web server may simply not be
-        // running yet (it starts with these files).
+        // Nothing to roll back to: there was no certificate, and the web
+        // server may simply not be running yet (it starts with these files).
         log::warn!("{e}");
-        let _ = backup;
     }
     Ok(())
 }
