@@ -365,12 +365,9 @@ impl Client {
 }
 
 fn read_roots(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>> {
-    use std::io::Read;
     let doing = "reading the server's CA bundle";
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_CA_FILE_BYTES).read_to_end(&mut bytes))
-        .map_err(|e| Error::io(doing, path, e))?;
+    let bytes = crate::atomic::read_bounded(path, MAX_CA_FILE_BYTES, doing)?
+        .ok_or_else(|| Error::io(doing, path, std::io::ErrorKind::NotFound.into()))?;
     let certs: Vec<_> = ureq::tls::parse_pem(&bytes)
         .filter_map(|item| match item {
             Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),

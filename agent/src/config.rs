@@ -140,11 +140,17 @@ impl Config {
     /// is an error. With `allow_missing`, an absent file yields the defaults
     /// (for `provision` on a device without a configuration yet).
     pub fn load(file: &Path, server_required: bool, allow_missing: bool) -> Result<Config> {
-        let text = match read_bounded(file) {
-            Ok(t) => t,
-            Err(e) if allow_missing && e.kind() == std::io::ErrorKind::NotFound => "{}".to_string(),
-            Err(e) => return Err(Error::io("reading configuration", file, e)),
+        const DOING: &str = "reading configuration";
+        let bytes = match crate::atomic::read_bounded(file, MAX_CONFIG_BYTES, DOING)? {
+            Some(b) => b,
+            None if allow_missing => b"{}".to_vec(),
+            None => return Err(Error::io(DOING, file, std::io::ErrorKind::NotFound.into())),
         };
+        let text = String::from_utf8(bytes).map_err(|_| Error::Config {
+            file: file.to_path_buf(),
+            field: String::new(),
+            problem: "not valid UTF-8".into(),
+        })?;
         Config::parse(file, &text, server_required)
     }
 
@@ -230,20 +236,6 @@ impl Config {
             problem: "missing: the management server's base URL".into(),
         })
     }
-}
-
-fn read_bounded(file: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let f = std::fs::File::open(file)?;
-    let mut text = String::new();
-    f.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text)?;
-    if text.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "larger than 64 KiB",
-        ));
-    }
-    Ok(text)
 }
 
 struct Parser<'a> {

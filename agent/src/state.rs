@@ -194,17 +194,10 @@ fn pretty(v: &Value) -> String {
 
 /// Reads a small JSON file; `Ok(None)` if it does not exist.
 pub fn read_json(path: &Path) -> Result<Option<Value>> {
-    use std::io::Read;
-    let f = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("reading", path, e)),
+    let Some(bytes) = atomic::read_bounded(path, MAX_STATE_BYTES, "reading")? else {
+        return Ok(None);
     };
-    let mut text = String::new();
-    f.take(MAX_STATE_BYTES)
-        .read_to_string(&mut text)
-        .map_err(|e| Error::io("reading", path, e))?;
-    serde_json::from_str(&text)
+    serde_json::from_slice(&bytes)
         .map(Some)
         .map_err(|e| Error::Other(format!("reading {}: not valid JSON: {e}", path.display())))
 }
