@@ -10,7 +10,6 @@ use lancert_protocol::CONTENT_TYPE_PEM_CHAIN;
 use super::orders::owned_order;
 use super::{SharedApp, CERTIFICATES_PATH};
 use crate::problem::Problem;
-use crate::request_auth::KeyRule;
 
 pub(super) async fn post(
     State(app): State<SharedApp>,
@@ -18,11 +17,7 @@ pub(super) async fn post(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
-    let verified = app
-        .verify(&headers, body, &format!("{CERTIFICATES_PATH}/{id}"), KeyRule::Kid)
-        .await?;
-    verified.expect_post_as_get()?;
-    let order = owned_order(&app, verified.device()?, &id)?;
+    let order = owned_order(&app, &headers, body, &format!("{CERTIFICATES_PATH}/{id}"), &id).await?;
     let chain = order.chain.ok_or_else(|| Problem::not_found("no such certificate"))?;
     Ok((
         StatusCode::OK,

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::{SharedApp, CERTIFICATES_PATH, ORDERS_PATH, ORDER_LIFETIME_SECS};
 use crate::problem::Problem;
 use crate::request_auth::KeyRule;
-use crate::store::{Device, Order, OrderStatus, Reservation};
+use crate::store::{Order, OrderStatus, Reservation};
 use crate::{clock, csr_check, random};
 
 /// The order object (protocol §8.3).
@@ -90,8 +90,19 @@ pub(super) async fn create(State(app): State<SharedApp>, headers: HeaderMap, bod
     Ok(respond(&app, &current, StatusCode::CREATED, true))
 }
 
-/// The device's own, unexpired order `id`; anything else is `notFound`.
-pub(super) fn owned_order(app: &SharedApp, device: &Device, id: &str) -> Result<Order, Problem> {
+/// Verifies a POST-as-GET at `path` and returns the requesting device's
+/// own, unexpired order `id`; anything else is `notFound`. Shared by order
+/// polling and certificate download, which read the same resource.
+pub(super) async fn owned_order(
+    app: &SharedApp,
+    headers: &HeaderMap,
+    body: Body,
+    path: &str,
+    id: &str,
+) -> Result<Order, Problem> {
+    let verified = app.verify(headers, body, path, KeyRule::Kid).await?;
+    verified.expect_post_as_get()?;
+    let device = verified.device()?;
     match app.store.order(id)? {
         Some(order) if order.device == device.id && order.expires > clock::now() => Ok(order),
         _ => Err(Problem::not_found("no such order")),
@@ -104,10 +115,6 @@ pub(super) async fn poll(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
-    let verified = app
-        .verify(&headers, body, &format!("{ORDERS_PATH}/{id}"), KeyRule::Kid)
-        .await?;
-    verified.expect_post_as_get()?;
-    let order = owned_order(&app, verified.device()?, &id)?;
+    let order = owned_order(&app, &headers, body, &format!("{ORDERS_PATH}/{id}"), &id).await?;
     Ok(respond(&app, &order, StatusCode::OK, false))
 }
