@@ -136,14 +136,8 @@ pub fn enrollment(dir: &StateDir) -> Result<Enrollment> {
 
 /// The enrollment and identity key, or an error telling how to provision.
 pub fn enrolled(dir: &StateDir) -> Result<(Enrollment, CertKey)> {
-    let not_provisioned = || {
-        Error::Other(format!(
-            "the device is not provisioned (no identity in {}): run `agent provision --server URL --token TOKEN`",
-            dir.path().display()
-        ))
-    };
-    let enrollment = dir.enrollment()?.ok_or_else(not_provisioned)?;
-    let key = identity::load(&dir.identity_key(), "the identity key")?.ok_or_else(not_provisioned)?;
+    let enrollment = enrollment(dir)?;
+    let key = identity::load(&dir.identity_key(), "the identity key")?.ok_or_else(|| not_provisioned(dir))?;
     Ok((enrollment, key))
 }
 
@@ -240,17 +234,8 @@ pub fn run(
                 state.last_report = Some(report);
                 state.last_report_at = Some(now);
                 if let (Some(w), Some(cert)) = (window, &cert_for_report) {
-                    let same = state
-                        .renewal
-                        .as_ref()
-                        .is_some_and(|r| r.serial == cert.serial_hex && r.start == w.start && r.end == w.end);
-                    if !same {
-                        state.renewal = Some(crate::state::RenewalPlan {
-                            serial: cert.serial_hex.clone(),
-                            start: w.start,
-                            end: w.end,
-                            moment: crate::renewal_window::pick_moment(w, rng),
-                        });
+                    if !state.renewal.as_ref().is_some_and(|r| r.covers(&cert.serial_hex, w)) {
+                        state.renewal = Some(crate::state::RenewalPlan::draw(&cert.serial_hex, w, rng));
                     }
                 }
             }
@@ -352,10 +337,7 @@ fn certificate_step(
         Installed::Present { cert, .. } => Some(cert.clone()),
         _ => None,
     };
-    let moment = match (&state.renewal, &cert) {
-        (Some(plan), Some(c)) if plan.serial == c.serial_hex => Some(plan.moment),
-        _ => None,
-    };
+    let moment = cert.as_ref().and_then(|c| state.renewal_moment(&c.serial_hex));
     let reason = match decide(&current, &hostname, moment, now) {
         Decision::Wait { until } => {
             log::debug!(

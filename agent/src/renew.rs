@@ -13,7 +13,6 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::install::{self, Material, Paths};
 use crate::keygen::CertKey;
-use crate::renewal_window::pick_moment;
 use crate::schedule::{clamp_retry_after, Random};
 use crate::state::{Enrollment, PendingOrder, RenewalPlan, State, StateDir};
 use crate::trust::TrustAnchors;
@@ -181,12 +180,7 @@ pub fn renew(
         });
     }
 
-    state.renewal = order.renewal.map(|w| RenewalPlan {
-        serial: valid.info.serial_hex.clone(),
-        start: w.start,
-        end: w.end,
-        moment: pick_moment(w, rng),
-    });
+    state.renewal = order.renewal.map(|w| RenewalPlan::draw(&valid.info.serial_hex, w, rng));
     dir.save(state)?;
     log::info!(
         "installed certificate {} for {hostname}, valid until {}",

@@ -48,6 +48,26 @@ pub struct RenewalPlan {
     pub moment: i64,
 }
 
+impl RenewalPlan {
+    /// The plan for certificate `serial` and the server's `window`, with a
+    /// moment drawn uniformly inside it.
+    pub fn draw(serial: &str, window: crate::renewal_window::Window, rng: &mut dyn crate::schedule::Random) -> Self {
+        RenewalPlan {
+            serial: serial.to_string(),
+            start: window.start,
+            end: window.end,
+            moment: crate::renewal_window::pick_moment(window, rng),
+        }
+    }
+
+    /// Whether this plan is for `serial` and exactly `window` (then the
+    /// moment already drawn stays: re-drawing on every check would skew
+    /// renewals towards the window's start).
+    pub fn covers(&self, serial: &str, window: crate::renewal_window::Window) -> bool {
+        self.serial == serial && self.start == window.start && self.end == window.end
+    }
+}
+
 /// An order the server is still processing, to be resumed by the next
 /// check instead of starting over.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +103,17 @@ pub struct State {
     pub last_report_at: Option<i64>,
     /// An order still being issued.
     pub pending_order: Option<PendingOrder>,
+}
+
+impl State {
+    /// The renewal moment drawn for certificate `serial`, if the server
+    /// suggested a window for that very certificate.
+    pub fn renewal_moment(&self, serial: &str) -> Option<i64> {
+        self.renewal
+            .as_ref()
+            .filter(|plan| plan.serial == serial)
+            .map(|plan| plan.moment)
+    }
 }
 
 /// The state directory.

@@ -31,8 +31,8 @@ pub fn collect(config: &Config) -> Value {
         Installed::Corrupt(why) => json!({"error": why}),
         Installed::Missing => Value::Null,
     };
-    let moment = match (&st.renewal, &current) {
-        (Some(plan), Installed::Present { cert, .. }) if plan.serial == cert.serial_hex => Some(plan.moment),
+    let moment = match &current {
+        Installed::Present { cert, .. } => st.renewal_moment(&cert.serial_hex),
         _ => None,
     };
     let due = hostname.as_deref().map(|h| decide(&current, h, moment, now));
