@@ -9,7 +9,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::chain_info;
-use crate::issuer::{IssueError, Issuer};
+use crate::issuer::{IssueError, IssueRequest, Issuer};
 use crate::store::{Order, Store, StoreError};
 
 /// Most issuances running at once; the rest wait their turn.
@@ -58,7 +58,12 @@ impl Issuance {
     async fn run(&self, id: &str, csr: &[u8], hostname: &str) {
         // The semaphore is never closed, so acquiring only waits.
         let _permit = self.permits.acquire().await;
-        let outcome = match tokio::time::timeout(TIMEOUT, self.issuer.issue(csr, hostname)).await {
+        let request = IssueRequest {
+            csr_der: csr.to_vec(),
+            hostname: hostname.to_string(),
+            replaces: None,
+        };
+        let outcome = match tokio::time::timeout(TIMEOUT, self.issuer.issue(&request)).await {
             Ok(result) => result,
             Err(_) => Err(IssueError {
                 retry_after: Some(RETRY_AFTER_FAILURE_SECS),

@@ -56,7 +56,10 @@ async fn serve(config: &Config) -> Result<(), Error> {
     let IssuerConfig::LocalCa {
         validity_secs,
         delay_secs,
-    } = config.issuer;
+    } = config.issuer
+    else {
+        return Err(Error::Other("acme issuer: wiring in progress".into()));
+    };
     let ca = Arc::new(LocalCa::open_or_create(
         &config.data_dir,
         validity_secs,

@@ -22,7 +22,7 @@ use rcgen::{
 };
 use x509_cert::der::Encode;
 
-use super::{IssueError, IssuedChain, Issuer, RenewalWindow};
+use super::{IssueError, IssueRequest, IssuedChain, Issuer, RenewalWindow};
 use crate::chain_info;
 use crate::csr_check::{self, Curve};
 use crate::error::Error;
@@ -271,6 +271,7 @@ impl LocalCa {
             problem: lancert_protocol::problem::ProblemType::BadCsr,
             detail: e.0,
             retry_after: None,
+            validation_failed: false,
         })?;
         let key = CsrPublicKey {
             alg: match csr.key.curve {
@@ -345,12 +346,12 @@ impl LocalCa {
 }
 
 impl Issuer for LocalCa {
-    fn issue<'a>(&'a self, csr_der: &'a [u8], hostname: &'a str) -> BoxFuture<'a, Result<IssuedChain, IssueError>> {
+    fn issue<'a>(&'a self, request: &'a IssueRequest) -> BoxFuture<'a, Result<IssuedChain, IssueError>> {
         Box::pin(async move {
             if !self.delay.is_zero() {
                 tokio::time::sleep(self.delay).await;
             }
-            self.sign(csr_der, hostname)
+            self.sign(&request.csr_der, &request.hostname)
         })
     }
 }

@@ -57,6 +57,9 @@ pub struct IssueError {
     pub detail: String,
     /// When trying again may succeed.
     pub retry_after: Option<u64>,
+    /// The CA tried to validate the name and failed (counts against the
+    /// CA's failed-validation limit, `budget.failures_per_name`).
+    pub validation_failed: bool,
 }
 
 impl IssueError {
@@ -66,8 +69,21 @@ impl IssueError {
             problem: ProblemType::IssuanceFailed,
             detail: detail.into(),
             retry_after: None,
+            validation_failed: false,
         }
     }
+}
+
+/// What an issuer is asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssueRequest {
+    /// The CSR (DER), already checked by `csr_check`.
+    pub csr_der: Vec<u8>,
+    /// The device's hostname, the certificate's only name.
+    pub hostname: String,
+    /// The leaf (PEM) of the unexpired certificate this one replaces, when
+    /// the same issuer issued one for this hostname (ACME ARI `replaces`).
+    pub replaces: Option<String>,
 }
 
 impl fmt::Display for IssueError {
@@ -80,8 +96,15 @@ impl std::error::Error for IssueError {}
 
 /// A certificate authority.
 pub trait Issuer: Send + Sync {
-    /// Issues a certificate for `hostname` from a DER CSR.
-    fn issue<'a>(&'a self, csr_der: &'a [u8], hostname: &'a str) -> BoxFuture<'a, Result<IssuedChain, IssueError>>;
+    /// Issues a certificate for `request.hostname` from its CSR.
+    fn issue<'a>(&'a self, request: &'a IssueRequest) -> BoxFuture<'a, Result<IssuedChain, IssueError>>;
+
+    /// Whether an order that replaces an unexpired certificate is exempt
+    /// from the CA's rate limits (ACME ARI, RFC 9773 `replaces`), so that the
+    /// issuance budget need not count it. `false` when not known yet.
+    fn renewals_exempt(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]
