@@ -1,7 +1,15 @@
 //! The zone's records behind a trait, so that the embedded SQLite zone
 //! ([`store::SqliteZone`]) can be replaced by an authoritative DNS server or
 //! RFC 2136 dynamic updates without touching the handlers.
+//!
+//! [`authoritative`] serves the SQLite zone itself over UDP and TCP, so the
+//! server can be the zone's name server; [`propagation`] asks the zone's
+//! servers directly whether a dns-01 TXT record is visible yet, before the
+//! CA is told to look (RFC 8555 §8.4).
 
+pub mod authoritative;
+pub mod propagation;
+pub mod rfc2136;
 pub mod store;
 
 use std::fmt;
