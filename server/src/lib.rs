@@ -19,6 +19,7 @@
 pub mod addresses;
 pub mod admin;
 pub mod api;
+pub mod budget;
 pub mod chain_info;
 pub mod cli;
 pub mod clock;

@@ -499,6 +499,59 @@ fn orders_resume_after_restart_and_carry_renewal_windows() {
 }
 
 #[test]
+fn orders_queue_behind_the_budget_and_names_are_throttled() {
+    let dir = temp_dir("budget");
+    let budget = json!({"orders": {"limit": 1, "window_secs": 3600}, "per_name": {"limit": 1, "window_secs": 3600}});
+    let mut server = Server::start(&dir, local_ca(), json!({"budget": budget}));
+    let mut first = Client::new(&server, 4);
+    let host = format!("first.{ZONE}");
+    assert_eq!(first.enroll(&server.token(Some(&host))).status, 201);
+    let (_, der) = csr(&host);
+    let r = first.order(&der);
+    assert!(r.status == 202 || r.status == 201, "{}", r.body);
+    let order = first.poll(&r.header("location").unwrap()).json();
+    assert_eq!(order["status"], "valid", "{order}");
+
+    // The name's certificate limit: refused at creation, until the
+    // certificate leaves the window.
+    let r = first.order(&der);
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert_eq!(r.problem(), "urn:lancert:problem:rateLimited");
+    let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((3500..=3600).contains(&wait), "{wait}");
+
+    // The zone's order budget is used up: another device's order is
+    // accepted and queued, with a Retry-After for its place in the queue.
+    let mut second = Client::new(&server, 5);
+    let host = format!("second.{ZONE}");
+    assert_eq!(second.enroll(&server.token(Some(&host))).status, 201);
+    let (_, der) = csr(&host);
+    let r = second.order(&der);
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.json()["status"], "processing");
+    let queued_url = r.header("location").unwrap();
+    let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((3500..=3600).contains(&wait), "{wait}");
+    let r = second.post(&queued_url, None);
+    assert_eq!(r.status, 202);
+    assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() >= 3500);
+
+    // The device lost its state and orders again: the queued order gives
+    // up its place to the new one.
+    let r = second.order(&der);
+    assert_eq!(r.status, 202, "{}", r.body);
+    let r = second.post(&queued_url, None);
+    assert_eq!(r.status, 200);
+    let old = r.json();
+    assert_eq!(old["status"], "invalid");
+    assert_eq!(old["error"]["type"], "urn:lancert:problem:issuanceFailed");
+    assert!(old["error"]["detail"].as_str().unwrap().contains("superseded"), "{old}");
+
+    server.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn config_errors_name_the_field_and_exit_1() {
     let dir = temp_dir("config");
     let config = dir.join("bad.json");

@@ -1,5 +1,9 @@
 //! `POST /v1/orders` (new order, protocol §8.1) and `POST /v1/orders/{id}`
 //! (polling, §8.2); the order object of §8.3.
+//!
+//! New orders go to the issuance queue ([`crate::issuance`]); while one is
+//! queued behind the budget, its Retry-After is the estimated wait for its
+//! place in the queue.
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -11,17 +15,39 @@ use lancert_protocol::time::format_rfc3339;
 use serde_json::{json, Value};
 
 use super::{SharedApp, CERTIFICATES_PATH, ORDERS_PATH, ORDER_LIFETIME_SECS};
+use crate::issuance::Submission;
 use crate::problem::Problem;
 use crate::request_auth::KeyRule;
-use crate::store::{Order, OrderStatus, Reservation};
+use crate::store::{Order, OrderStatus};
 use crate::{clock, csr_check, random};
 
-/// The order object (protocol §8.3).
-pub(super) fn order_json(app: &SharedApp, order: &Order) -> Value {
+/// Longest Retry-After for a queued order (a day, the most the reference
+/// agent honours): a device asks again at least daily and sees its place
+/// move up.
+const MAX_QUEUED_RETRY_AFTER_SECS: u64 = 86_400;
+
+/// Whether the order waits in the issuance queue (not started yet).
+fn queued(order: &Order) -> bool {
+    order.status == OrderStatus::Processing && order.started.is_none()
+}
+
+/// The order's `expires` as the device sees it at `now`: while queued, the
+/// order lifetime from now (it is kept however long it waits; the stored
+/// `expires` moves to at least start + lifetime when it starts).
+fn expires(order: &Order, now: i64) -> i64 {
+    if queued(order) {
+        order.expires.max(now + (order.expires - order.created))
+    } else {
+        order.expires
+    }
+}
+
+/// The order object (protocol §8.3) at `now`.
+pub(super) fn order_json(app: &SharedApp, order: &Order, now: i64) -> Value {
     let mut v = json!({
         "status": order.status.as_str(),
         "hostname": order.hostname,
-        "expires": format_rfc3339(order.expires),
+        "expires": format_rfc3339(expires(order, now)),
     });
     if order.status == OrderStatus::Valid {
         v["certificate"] = app.url(&format!("{CERTIFICATES_PATH}/{}", order.id)).into();
@@ -37,16 +63,20 @@ pub(super) fn order_json(app: &SharedApp, order: &Order) -> Value {
     v
 }
 
-fn respond(app: &SharedApp, order: &Order, done_status: StatusCode, location: bool) -> Response {
+fn respond(app: &SharedApp, order: &Order, done_status: StatusCode, location: bool) -> Result<Response, Problem> {
+    let now = clock::now();
     let processing = order.status == OrderStatus::Processing;
     let status = if processing { StatusCode::ACCEPTED } else { done_status };
-    let mut response = super::json(status, &order_json(app, order));
-    let headers = response.headers_mut();
     let retry_after = if processing {
-        Some(app.retry_after_secs)
+        // Started: the CA is at work, poll as usual. Queued: not before the
+        // budget lets it start.
+        let wait = app.issuance.queue_wait(order, now)?;
+        Some(app.retry_after_secs.max(wait).min(MAX_QUEUED_RETRY_AFTER_SECS))
     } else {
         order.retry_after
     };
+    let mut response = super::json(status, &order_json(app, order, now));
+    let headers = response.headers_mut();
     if let Some(secs) = retry_after {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
@@ -55,7 +85,7 @@ fn respond(app: &SharedApp, order: &Order, done_status: StatusCode, location: bo
             headers.insert(header::LOCATION, v);
         }
     }
-    response
+    Ok(response)
 }
 
 pub(super) async fn create(State(app): State<SharedApp>, headers: HeaderMap, body: Body) -> Result<Response, Problem> {
@@ -77,22 +107,18 @@ pub(super) async fn create(State(app): State<SharedApp>, headers: HeaderMap, bod
         clock::now(),
         ORDER_LIFETIME_SECS,
     );
-    if let Reservation::Limited { retry_after } = app.store.create_order(&order, app.orders_per_hour)? {
-        return Err(Problem::new(
-            ProblemType::RateLimited,
-            format!("at most {} orders per hour per device", app.orders_per_hour),
-        )
-        .with_retry_after(retry_after));
+    if let Submission::Refused(refusal) = app.issuance.submit(&order, app.orders_per_hour)? {
+        return Err(Problem::new(ProblemType::RateLimited, refusal.detail).with_retry_after(refusal.retry_after));
     }
     log::info!("device {}: order {} for {}", device.id, order.id, order.hostname);
-    app.issuance.start(&order);
     let current = app.store.order(&order.id)?.unwrap_or(order);
-    Ok(respond(&app, &current, StatusCode::CREATED, true))
+    respond(&app, &current, StatusCode::CREATED, true)
 }
 
 /// Verifies a POST-as-GET at `path` and returns the requesting device's
-/// own, unexpired order `id`; anything else is `notFound`. Shared by order
-/// polling and certificate download, which read the same resource.
+/// own, unexpired order `id` (a processing order never expires); anything
+/// else is `notFound`. Shared by order polling and certificate download,
+/// which read the same resource.
 pub(super) async fn owned_order(
     app: &SharedApp,
     headers: &HeaderMap,
@@ -104,7 +130,12 @@ pub(super) async fn owned_order(
     verified.expect_post_as_get()?;
     let device = verified.device()?;
     match app.store.order(id)? {
-        Some(order) if order.device == device.id && order.expires > clock::now() => Ok(order),
+        Some(order)
+            if order.device == device.id
+                && (order.status == OrderStatus::Processing || order.expires > clock::now()) =>
+        {
+            Ok(order)
+        }
         _ => Err(Problem::not_found("no such order")),
     }
 }
@@ -116,5 +147,5 @@ pub(super) async fn poll(
     body: Body,
 ) -> Result<Response, Problem> {
     let order = owned_order(&app, &headers, body, &format!("{ORDERS_PATH}/{id}"), &id).await?;
-    Ok(respond(&app, &order, StatusCode::OK, false))
+    respond(&app, &order, StatusCode::OK, false)
 }

@@ -8,12 +8,14 @@
 //! runs.
 
 mod devices;
+mod events;
 mod orders;
 mod reports;
 mod tokens;
 
 pub use devices::{Device, EnrollOutcome, NewDevice};
-pub use orders::{Order, OrderStatus, Reservation};
+pub use events::EventKind;
+pub use orders::{Order, OrderStatus, QueuedOrder, Reservation};
 pub use reports::Report;
 pub use tokens::NewToken;
 
@@ -97,10 +99,21 @@ CREATE TABLE IF NOT EXISTS orders (
     renewal_end   INTEGER,
     error_type    TEXT,                  -- problem type name, e.g. issuanceFailed
     error_detail  TEXT,
-    retry_after   INTEGER
+    retry_after   INTEGER,
+    started       INTEGER,               -- NULL while queued (waiting for the issuance budget)
+    exempt        INTEGER NOT NULL DEFAULT 0  -- 1: a renewal not counted against the budget
 );
 CREATE INDEX IF NOT EXISTS orders_device_created ON orders(device, created);
 CREATE INDEX IF NOT EXISTS orders_status ON orders(status);
+CREATE INDEX IF NOT EXISTS orders_hostname_status ON orders(hostname, status);
+-- What the server asked of the CA, for the issuance budget's sliding windows.
+CREATE TABLE IF NOT EXISTS ca_events (
+    kind     TEXT NOT NULL,              -- order | certificate | name_certificate | validation_failure
+    hostname TEXT NOT NULL,
+    at       INTEGER NOT NULL            -- Unix seconds
+);
+CREATE INDEX IF NOT EXISTS ca_events_kind_at ON ca_events(kind, at);
+CREATE INDEX IF NOT EXISTS ca_events_kind_hostname_at ON ca_events(kind, hostname, at);
 CREATE TABLE IF NOT EXISTS reports (
     device   TEXT PRIMARY KEY,
     payload  TEXT NOT NULL,              -- the last report, as received (JSON object)
@@ -113,6 +126,8 @@ CREATE TABLE IF NOT EXISTS records (
     position INTEGER NOT NULL,           -- order within the set, as published
     PRIMARY KEY (name, type, value)
 );
+-- The zone's SOA serial (one row), bumped whenever `records` changes.
+CREATE TABLE IF NOT EXISTS zone (id INTEGER PRIMARY KEY CHECK (id = 1), serial INTEGER NOT NULL);
 ";
 
 impl Store {
@@ -138,6 +153,7 @@ impl Store {
             .map_err(|e| StoreError::new("setting pragmas", e))?;
         conn.execute_batch(SCHEMA)
             .map_err(|e| StoreError::new("creating schema", e))?;
+        orders::migrate(&conn).map_err(|e| StoreError::new("adding the order queue columns", e))?;
         Ok(Store {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
