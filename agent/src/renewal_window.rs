@@ -87,6 +87,13 @@ pub fn last_third_starts(cert: &CertInfo) -> i64 {
     cert.not_before + cert.lifetime_secs().max(0) / 3 * 2
 }
 
+/// The latest moment a server window may put the renewal at: a tenth of
+/// the lifetime before expiry, so that a window reaching past the expiry (a
+/// misconfigured or test CA) still leaves time to renew and retry.
+pub fn latest_renewal(cert: &CertInfo) -> i64 {
+    cert.not_after - cert.lifetime_secs().max(0) / 10
+}
+
 /// A uniformly random moment inside `window` (RFC 9773 §4.2: clients select
 /// a uniform random time within the window).
 pub fn pick_moment(window: Window, rng: &mut dyn Random) -> i64 {
@@ -116,7 +123,7 @@ pub fn decide(installed: &Installed, hostname: &str, moment: Option<i64>, now: i
         return Decision::Renew(Reason::Expired);
     }
     let (at, reason) = match moment {
-        Some(m) => (m.min(cert.not_after), Reason::ServerWindow),
+        Some(m) => (m.min(latest_renewal(cert)), Reason::ServerWindow),
         None => (last_third_starts(cert), Reason::LastThird),
     };
     if now >= at {
@@ -210,10 +217,15 @@ mod tests {
             decide(&present(c.clone()), "xi8qz.example.com", Some(early), early),
             Decision::Renew(Reason::ServerWindow)
         );
-        // A moment after expiry is capped at expiry.
+        // A moment past the last tenth of the lifetime (a window reaching
+        // beyond expiry) is capped there, leaving 9 days to renew and retry.
         assert_eq!(
-            decide(&present(c), "xi8qz.example.com", Some(500 * DAY), 0),
-            Decision::Wait { until: 90 * DAY }
+            decide(&present(c.clone()), "xi8qz.example.com", Some(500 * DAY), 0),
+            Decision::Wait { until: 81 * DAY }
+        );
+        assert_eq!(
+            decide(&present(c), "xi8qz.example.com", Some(85 * DAY), 81 * DAY),
+            Decision::Renew(Reason::ServerWindow)
         );
     }
 

@@ -2,6 +2,7 @@
 //! database), resumes unfinished orders, and serves HTTPS until SIGTERM or
 //! SIGINT.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,11 +10,16 @@ use std::time::Duration;
 use axum_server::tls_rustls::RustlsConfig;
 
 use crate::api::{self, App};
-use crate::config::{Config, IssuerConfig};
+use crate::config::{Config, DnsConfig, IssuerConfig};
+use crate::dns::authoritative::{DnsServer, ZoneSettings};
+use crate::dns::rfc2136::Rfc2136Zone;
 use crate::dns::store::SqliteZone;
+use crate::dns::DnsBackend;
 use crate::error::Error;
 use crate::issuance::Issuance;
+use crate::issuer::acme::{AcmeIssuer, Challenges};
 use crate::issuer::local_ca::LocalCa;
+use crate::issuer::Issuer;
 use crate::nonce::NonceStore;
 use crate::store::Store;
 use crate::tls;
@@ -53,12 +59,14 @@ pub fn run(config: &Config) -> Result<(), Error> {
 
 async fn serve(config: &Config) -> Result<(), Error> {
     let store = Arc::new(open_store(config)?);
-    let IssuerConfig::LocalCa {
-        validity_secs,
-        delay_secs,
-    } = config.issuer
-    else {
-        return Err(Error::Other("acme issuer: wiring in progress".into()));
+    // The local CA also makes the server's own TLS certificate when none is
+    // configured, whichever CA issues the devices' certificates.
+    let (validity_secs, delay_secs) = match config.issuer {
+        IssuerConfig::LocalCa {
+            validity_secs,
+            delay_secs,
+        } => (validity_secs, delay_secs),
+        IssuerConfig::Acme(_) => (crate::config::DEFAULT_VALIDITY_SECS, 0),
     };
     let ca = Arc::new(LocalCa::open_or_create(
         &config.data_dir,
@@ -72,11 +80,38 @@ async fn serve(config: &Config) -> Result<(), Error> {
     };
     let tls_config = tls::server_config(&cert, &key)?;
 
-    let issuance = Issuance::new(store.clone(), ca);
+    let zone = publish_zone(config, &store).await?;
+    let issuer: Arc<dyn Issuer> = match &config.issuer {
+        IssuerConfig::LocalCa { .. } => ca,
+        IssuerConfig::Acme(acme) => {
+            let (check_servers, timeout) = zone.challenge_checks.clone().ok_or_else(|| Error::Config {
+                path: config.path.clone(),
+                message: "field `dns`: the acme issuer needs a DNS backend that publishes records".into(),
+            })?;
+            let challenges = Challenges {
+                dns: zone.backend.clone(),
+                check_servers,
+                propagation_timeout: timeout,
+            };
+            let issuer = Arc::new(AcmeIssuer::new(acme.clone(), &config.data_dir, challenges));
+            // A CA that is down now is tried again at the first order; the
+            // message tells the operator at once.
+            if let Err(e) = issuer.account().await {
+                log::error!(
+                    "ACME account at {}: {}; retrying at the first order",
+                    acme.directory_url,
+                    e.detail
+                );
+            }
+            issuer
+        }
+    };
+
+    let issuance = Issuance::new(store.clone(), issuer, config.budget);
     let app = Arc::new(App {
         store: store.clone(),
         nonces: NonceStore::new(Duration::from_secs(config.nonce_ttl_secs)),
-        dns: Arc::new(SqliteZone::new(store.clone())),
+        dns: zone.backend.clone(),
         issuance: issuance.clone(),
         public_url: config.public_url.clone(),
         zone: config.zone.clone(),
@@ -87,6 +122,7 @@ async fn serve(config: &Config) -> Result<(), Error> {
     if resumed > 0 {
         log::info!("resumed {resumed} unfinished orders");
     }
+    issuance.spawn_scheduler();
     tokio::spawn(housekeeping(store));
 
     let listener = std::net::TcpListener::bind(config.listen)
@@ -119,6 +155,91 @@ async fn serve(config: &Config) -> Result<(), Error> {
         }
         Ok(Err(e)) => Err(Error::io("serving on", config.listen.to_string(), e)),
         Err(e) => Err(Error::Other(format!("server task failed: {e}"))),
+    }
+}
+
+/// The zone's backend as configured, and what the acme issuer must check
+/// before asking the CA to validate a challenge.
+struct Zone {
+    backend: Arc<dyn DnsBackend>,
+    /// Authoritative servers to check and how long to wait; `None` when
+    /// records are only kept in the database.
+    challenge_checks: Option<(Vec<SocketAddr>, Duration)>,
+    /// The embedded DNS server, while it runs.
+    _server: Option<AbortOnDrop>,
+}
+
+/// Aborts a spawned task when dropped (the DNS server stops with `serve`).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn publish_zone(config: &Config, store: &Arc<Store>) -> Result<Zone, Error> {
+    let local = SqliteZone::new(store.clone());
+    match &config.dns {
+        DnsConfig::Database => Ok(Zone {
+            backend: Arc::new(local),
+            challenge_checks: None,
+            _server: None,
+        }),
+        DnsConfig::Authoritative {
+            listen,
+            nameservers,
+            hostmaster,
+            ttl,
+            check_servers,
+            propagation_timeout_secs,
+        } => {
+            let server = DnsServer::bind(*listen).await?;
+            let addr = server.local_addr();
+            let settings = ZoneSettings {
+                zone: config.zone.clone(),
+                nameservers: nameservers.clone(),
+                hostmaster: hostmaster.clone(),
+                ttl: *ttl,
+            };
+            let task = tokio::spawn(server.run(store.clone(), settings));
+            log::info!("serving zone {} on {addr} (UDP and TCP)", config.zone);
+            // The exact line tests and scripts wait for.
+            eprintln!("DNS serving on {addr}");
+            Ok(Zone {
+                backend: Arc::new(local),
+                challenge_checks: Some((check_servers.clone(), Duration::from_secs(*propagation_timeout_secs))),
+                _server: Some(AbortOnDrop(task)),
+            })
+        }
+        DnsConfig::Rfc2136 {
+            server,
+            key,
+            ttl,
+            check_servers,
+            propagation_timeout_secs,
+        } => {
+            let zone = Rfc2136Zone::new(local, *server, &config.zone, key, *ttl).map_err(|e| Error::Config {
+                path: config.path.clone(),
+                message: format!("field `dns`: {e}"),
+            })?;
+            zone.check().await.map_err(|e| {
+                Error::Other(format!(
+                    "{e} (check `dns.server`, `dns.key_name`, `dns.key_algorithm` and the secret in {})",
+                    config.path.display()
+                ))
+            })?;
+            log::info!(
+                "publishing zone {} by RFC 2136 updates to {server} (key {})",
+                config.zone,
+                key.name
+            );
+            Ok(Zone {
+                backend: Arc::new(zone),
+                challenge_checks: Some((check_servers.clone(), Duration::from_secs(*propagation_timeout_secs))),
+                _server: None,
+            })
+        }
     }
 }
 

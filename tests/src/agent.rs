@@ -21,7 +21,7 @@ impl AgentConfig {
     /// Test defaults for an agent talking to `server` and trusting `ca`
     /// (both for the server's TLS and for issued chains), with every file
     /// under `dir`: `state/`, `tls/device.key`, `tls/device.crt`,
-    /// `tls/chain.pem`, `tls/fullchain.pem`. Interface `lo`, IPv4 only, no
+    /// `tls/chain.pem`, `tls/fullchain.pem`, lock in `run/`. Interface `lo`, IPv4 only, no
     /// start-up splay, debug logging, 10 s HTTP timeout, no reload command.
     pub fn new(server: &str, ca: &Path, dir: &Path) -> AgentConfig {
         let tls = dir.join("tls");
@@ -30,6 +30,7 @@ impl AgentConfig {
             "server_ca": ca,
             "trust_anchors": ca,
             "state_dir": dir.join("state"),
+            "runtime_dir": dir.join("run"),
             "interface": "lo",
             "ipv4": true,
             "ipv6": false,

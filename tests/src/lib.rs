@@ -10,7 +10,10 @@
 //! | [`TestEnv`] | a private temporary directory, free loopback ports, the binaries' paths |
 //! | [`Server`] | `lancert-server serve` in local-CA mode, plus its `token`/`records`/`devices` commands |
 //! | [`Agent`] | an agent configuration file and runs of the `agent` binary with a time limit |
+//! | [`dig()`] | a non-recursive `dig` query to one DNS server |
+//! | [`Pebble`] | Debian's pebble, the ACME test CA, resolving challenges through the test's DNS server |
 //! | [`Nginx`] | Debian's nginx serving the agent's certificate files on a loopback port |
+//! | [`Bind`] | Debian's BIND9 as the primary of a test zone on a loopback port, updatable with a TSIG key |
 //! | [`EvilServer`] | an in-process protocol server whose answers a test can make wrong, one way at a time |
 //! | [`scenario`] | set-ups several tests share: a provisioned device with nginx in front |
 //! | [`tls`] | client handshakes that report which certificate a port serves, and certificate inspection |
@@ -33,9 +36,12 @@
 #![deny(missing_docs)]
 
 mod agent;
+mod bind;
+mod dig;
 mod env;
 mod evil;
 mod nginx;
+mod pebble;
 mod pki;
 mod process;
 pub mod scenario;
@@ -43,9 +49,12 @@ mod server;
 pub mod tls;
 
 pub use agent::{Agent, AgentConfig, Daemon, FileSnapshot, FileState};
+pub use bind::Bind;
+pub use dig::{dig, DIG};
 pub use env::TestEnv;
 pub use evil::{EvilServer, Mode, Stats, EVIL_HOSTNAME, HUGE_BODY_BYTES};
 pub use nginx::{Nginx, NGINX, STABLE_HANDSHAKES};
+pub use pebble::{Pebble, PebbleOptions, PEBBLE};
 pub use pki::{self_signed, TestCa};
 pub use process::{run, signal, Output, COMMAND_TIMEOUT};
 pub use server::{Server, ServerConfig, SERVER_START_TIMEOUT, ZONE};

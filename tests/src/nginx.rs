@@ -23,7 +23,7 @@ const NGINX_TIMEOUT: Duration = Duration::from_secs(10);
 /// harness believes a reload is complete: 5 (50 ms apart).
 pub const STABLE_HANDSHAKES: u32 = 5;
 
-/// An nginx configuration in `<test dir>/nginx/`; stopped on drop.
+/// An nginx configuration in `<device dir>/nginx/`; stopped on drop.
 pub struct Nginx {
     dir: PathBuf,
     conf: PathBuf,
@@ -40,7 +40,13 @@ impl Nginx {
             Path::new(NGINX).is_file(),
             "{NGINX} is missing: install nginx (scripts/test does: apt-get install nginx-light)"
         );
-        let dir = env.subdir("nginx");
+        // Beside the device's own directory (`<device>/tls/key` →
+        // `<device>/nginx`), so several devices of one test each have one.
+        let dir = match key.parent().and_then(Path::parent) {
+            Some(device_dir) if device_dir.starts_with(env.dir()) => device_dir.join("nginx"),
+            _ => env.path("nginx"),
+        };
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
         let port = env.free_port();
         let conf = dir.join("nginx.conf");
         let error_log = dir.join("error.log");

@@ -45,8 +45,19 @@ pub fn config_with_nginx(env: &TestEnv, name: &str, url: &str, ca: &std::path::P
 /// Provisions an agent against `server` (fresh token), with nginx in
 /// front; no check yet. `tweak` adjusts the configuration.
 pub fn server_device(env: &TestEnv, server: &Server, tweak: impl FnOnce(AgentConfig) -> AgentConfig) -> Device {
-    let (cfg, nginx) = config_with_nginx(env, "device", &server.url(), &server.ca_path());
-    let agent = Agent::new(env, "agent", tweak(cfg));
+    server_device_named(env, server, "device", tweak)
+}
+
+/// [`server_device`] for one of several devices of a test: its files live
+/// in `<test dir>/<name>/`.
+pub fn server_device_named(
+    env: &TestEnv,
+    server: &Server,
+    name: &str,
+    tweak: impl FnOnce(AgentConfig) -> AgentConfig,
+) -> Device {
+    let (cfg, nginx) = config_with_nginx(env, name, &server.url(), &server.ca_path());
+    let agent = Agent::new(env, &format!("{name}-agent"), tweak(cfg));
     let out = agent.provision(&server.token());
     out.assert_code(0);
     let hostname = provisioned_hostname(&out);

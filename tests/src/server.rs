@@ -27,6 +27,9 @@ pub struct ServerConfig {
     pub retry_after_secs: u64,
     /// `renewal_window`: whether orders carry a renewal window (false).
     pub renewal_window: bool,
+    /// Top-level members set over the ones above (`issuer`, `dns`,
+    /// `budget`, ...).
+    pub extra: serde_json::Map<String, Value>,
 }
 
 impl Default for ServerConfig {
@@ -36,6 +39,7 @@ impl Default for ServerConfig {
             delay_secs: 0,
             retry_after_secs: 1,
             renewal_window: false,
+            extra: serde_json::Map::new(),
         }
     }
 }
@@ -66,7 +70,7 @@ impl Server {
         let port = env.free_port();
         let data_dir = env.subdir("server");
         let config_path = env.path("server.json");
-        let config = json!({
+        let mut config = json!({
             "listen": format!("127.0.0.1:{port}"),
             "public_url": format!("https://localhost:{port}"),
             "data_dir": data_dir,
@@ -76,6 +80,9 @@ impl Server {
             "retry_after_secs": cfg.retry_after_secs,
             "renewal_window": cfg.renewal_window,
         });
+        for (key, value) in cfg.extra {
+            config[key] = value;
+        }
         std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).expect("writing server.json");
         let mut s = Server {
             bin: env.server_bin(),

@@ -357,7 +357,7 @@ impl Issuer for LocalCa {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::csr_check::tests::{csr, HOST};
     use x509_cert::ext::pkix::name::GeneralName;

@@ -5,6 +5,7 @@
 //! device's hostname, and may take minutes: orders call it from a background
 //! task (`issuance`).
 
+pub mod acme;
 pub mod local_ca;
 
 use std::fmt;
