@@ -421,6 +421,7 @@ impl Issuance {
             hostname: hostname.clone(),
             replaces,
         };
+        let began = std::time::Instant::now();
         let outcome = match tokio::time::timeout(TIMEOUT, self.issuer.issue(&request)).await {
             Ok(result) => result,
             Err(_) => Err(IssueError {
@@ -432,7 +433,11 @@ impl Issuance {
         let recorded = match outcome {
             Ok(chain) => match chain_info::leaf(&chain.pem_chain) {
                 Ok(info) => {
-                    log::info!("order {id}: issued {hostname}, serial {}", info.serial);
+                    log::info!(
+                        "order {id}: issued {hostname}, serial {}, CSR to chain in {} ms",
+                        info.serial,
+                        began.elapsed().as_millis()
+                    );
                     let renewal = chain.renewal.map(|w| (w.start, w.end));
                     self.store
                         .complete_order(id, &chain.pem_chain, &info.serial, info.not_after, renewal, at)
@@ -527,6 +532,10 @@ mod tests {
     }
 
     impl Issuer for FakeIssuer {
+        fn name(&self) -> String {
+            "fake".into()
+        }
+
         fn issue<'a>(&'a self, request: &'a IssueRequest) -> BoxFuture<'a, Result<IssuedChain, IssueError>> {
             Box::pin(async move {
                 self.calls

@@ -2,11 +2,14 @@
 //!
 //! Devices enroll with a one-time token, publish their LAN addresses as A/AAAA
 //! records of their hostname, order certificates with a CSR and poll for
-//! them, and send status reports. This "embedded default" issues from its own
+//! them, and send status reports. The "embedded default" issues from its own
 //! local CA ([`issuer::local_ca`]) and keeps the zone's records in SQLite
-//! ([`dns::store`]), so a whole fleet can be served from one machine; the
-//! [`issuer::Issuer`] and [`dns::DnsBackend`] traits are where a public ACME
-//! CA and an authoritative DNS server plug in.
+//! ([`dns::store`]), so a whole fleet can be served from one machine. In
+//! production the [`issuer::acme`] issuer obtains publicly trusted
+//! certificates with dns-01, publishing the records itself
+//! ([`dns::authoritative`]) or through an existing primary
+//! ([`dns::rfc2136`]); [`issuance`] queues orders within the CA's rate limits
+//! ([`budget`]).
 //!
 //! Request flow: [`api`] routes a request, [`request_auth`] checks its JWS
 //! (size, shape, [`nonce`], url, key, signature), the endpoint handler applies

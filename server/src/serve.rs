@@ -107,6 +107,13 @@ async fn serve(config: &Config) -> Result<(), Error> {
         }
     };
 
+    if let Some(previous) = store.set_issuer(&issuer.name())? {
+        log::warn!(
+            "the issuer changed from {previous} to {}: certificates issued so far are renewed by new, counted \
+             orders without ARI `replaces`",
+            issuer.name()
+        );
+    }
     let issuance = Issuance::new(store.clone(), issuer, config.budget);
     let app = Arc::new(App {
         store: store.clone(),

@@ -369,6 +369,10 @@ impl AcmeIssuer {
 }
 
 impl Issuer for AcmeIssuer {
+    fn name(&self) -> String {
+        format!("acme {}", self.config.directory_url)
+    }
+
     fn issue<'a>(&'a self, request: &'a IssueRequest) -> BoxFuture<'a, Result<IssuedChain, IssueError>> {
         Box::pin(self.run(request))
     }

@@ -346,6 +346,10 @@ impl LocalCa {
 }
 
 impl Issuer for LocalCa {
+    fn name(&self) -> String {
+        "local_ca".into()
+    }
+
     fn issue<'a>(&'a self, request: &'a IssueRequest) -> BoxFuture<'a, Result<IssuedChain, IssueError>> {
         Box::pin(async move {
             if !self.delay.is_zero() {

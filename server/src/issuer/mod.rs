@@ -97,6 +97,10 @@ impl std::error::Error for IssueError {}
 
 /// A certificate authority.
 pub trait Issuer: Send + Sync {
+    /// Which CA this is, as recorded with the orders (`Store::set_issuer`):
+    /// certificates of another CA are never `replaces`d.
+    fn name(&self) -> String;
+
     /// Issues a certificate for `request.hostname` from its CSR.
     fn issue<'a>(&'a self, request: &'a IssueRequest) -> BoxFuture<'a, Result<IssuedChain, IssueError>>;
 

@@ -101,7 +101,8 @@ CREATE TABLE IF NOT EXISTS orders (
     error_detail  TEXT,
     retry_after   INTEGER,
     started       INTEGER,               -- NULL while queued (waiting for the issuance budget)
-    exempt        INTEGER NOT NULL DEFAULT 0  -- 1: a renewal not counted against the budget
+    exempt        INTEGER NOT NULL DEFAULT 0, -- 1: a renewal not counted against the budget
+    same_issuer   INTEGER NOT NULL DEFAULT 1  -- 0: issued by a CA the server no longer uses (no ARI replaces)
 );
 CREATE INDEX IF NOT EXISTS orders_device_created ON orders(device, created);
 CREATE INDEX IF NOT EXISTS orders_status ON orders(status);
@@ -130,6 +131,10 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE TABLE IF NOT EXISTS zone (id INTEGER PRIMARY KEY CHECK (id = 1), serial INTEGER NOT NULL);
 ";
 
+/// The issuer the orders' certificates come from (`Store::set_issuer`).
+const ISSUER_SCHEMA: &str =
+    "CREATE TABLE IF NOT EXISTS issuer (id INTEGER PRIMARY KEY CHECK (id = 1), name TEXT NOT NULL);";
+
 impl Store {
     /// Opens (creating if needed) the database file.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
@@ -154,6 +159,8 @@ impl Store {
         conn.execute_batch(SCHEMA)
             .map_err(|e| StoreError::new("creating schema", e))?;
         orders::migrate(&conn).map_err(|e| StoreError::new("adding the order queue columns", e))?;
+        conn.execute_batch(ISSUER_SCHEMA)
+            .map_err(|e| StoreError::new("creating the issuer table", e))?;
         Ok(Store {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),

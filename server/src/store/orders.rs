@@ -144,6 +144,9 @@ pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
         .prepare("SELECT name FROM pragma_table_info('orders')")?
         .query_map([], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
+    if !columns.iter().any(|c| c == "same_issuer") {
+        conn.execute_batch("ALTER TABLE orders ADD COLUMN same_issuer INTEGER NOT NULL DEFAULT 1;")?;
+    }
     if columns.iter().any(|c| c == "started") {
         return Ok(());
     }
@@ -186,7 +189,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Order> {
 /// SQL: whether the hostname of the order aliased `o` has an unexpired
 /// certificate from a valid order (`?now` is the current time).
 const RENEWS: &str = "EXISTS (SELECT 1 FROM orders v WHERE v.hostname = o.hostname AND v.status = 'valid'
-                              AND v.not_after > :now)";
+                              AND v.same_issuer = 1 AND v.not_after > :now)";
 
 impl Store {
     /// Stores a new, queued order unless the device already created
@@ -369,14 +372,43 @@ impl Store {
         })
     }
 
+    /// Records `name` as the issuer of new certificates. When it differs
+    /// from the one recorded (no record: the local CA, the only issuer of
+    /// earlier versions), every certificate issued so far is marked as from
+    /// another CA: a renewal of one of them is a new order for the budget
+    /// and carries no ARI `replaces`, which the new CA would refuse. Returns
+    /// the previous issuer when it changed and orders were marked.
+    pub fn set_issuer(&self, name: &str) -> Result<Option<String>, StoreError> {
+        self.with("recording the issuer", |conn| {
+            let tx = conn.transaction()?;
+            let previous: Option<String> = tx
+                .query_row("SELECT name FROM issuer WHERE id = 1", [], |r| r.get(0))
+                .optional()?;
+            let previous = previous.unwrap_or_else(|| "local_ca".to_string());
+            let marked = if previous != name {
+                tx.execute("UPDATE orders SET same_issuer = 0 WHERE same_issuer = 1", [])?
+            } else {
+                0
+            };
+            tx.execute(
+                "INSERT INTO issuer (id, name) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET name = ?1",
+                [name],
+            )?;
+            tx.commit()?;
+            Ok((marked > 0).then_some(previous))
+        })
+    }
+
     /// The chain of the newest valid order of `hostname` whose certificate
-    /// is unexpired at `now`: the certificate a new one replaces.
+    /// is unexpired at `now` and came from the current issuer: the
+    /// certificate a new one replaces.
     pub fn current_chain(&self, hostname: &str, now: i64) -> Result<Option<String>, StoreError> {
         self.with("reading the current certificate of a hostname", |conn| {
             conn.query_row(
                 "SELECT chain FROM orders
-                 WHERE hostname = ?1 AND status = 'valid' AND not_after > ?2 AND chain IS NOT NULL
-                 ORDER BY created DESC, id DESC LIMIT 1",
+                 WHERE hostname = ?1 AND status = 'valid' AND same_issuer = 1 AND not_after > ?2
+                   AND chain IS NOT NULL
+                 ORDER BY created DESC, rowid DESC LIMIT 1",
                 params![hostname, now],
                 |r| r.get(0),
             )
@@ -613,6 +645,41 @@ mod tests {
         assert_eq!(store.pending_for_hostname("r.z.test", "d9").unwrap(), 1);
         store.start_order("r", 2000, true).unwrap();
         assert_eq!(store.pending_for_hostname("r.z.test", "d1").unwrap(), 1);
+    }
+
+    #[test]
+    fn certificates_of_a_previous_issuer_are_not_replaced() {
+        let store = Store::open_in_memory().unwrap();
+        assert_eq!(
+            store.set_issuer("local_ca").unwrap(),
+            None,
+            "earlier versions had the local CA"
+        );
+        store.create_order(&order("a", "d1", 1000), 5).unwrap();
+        store.start_order("a", 1000, false).unwrap();
+        store.complete_order("a", "PEM", "01", 9000, None, 1001).unwrap();
+        let mut next = order("b", "d1", 2000);
+        next.id = "b".into();
+        store.create_order(&next, 5).unwrap();
+        assert!(store.current_chain("h.z.test", 2000).unwrap().is_some());
+        assert!(store.queued_orders(2000).unwrap()[0].renews);
+
+        assert_eq!(
+            store.set_issuer("acme https://ca/dir").unwrap().as_deref(),
+            Some("local_ca")
+        );
+        assert_eq!(store.current_chain("h.z.test", 2000).unwrap(), None);
+        assert!(
+            !store.queued_orders(2000).unwrap()[0].renews,
+            "counted against the budget"
+        );
+        assert_eq!(store.set_issuer("acme https://ca/dir").unwrap(), None, "unchanged");
+        let fresh = Store::open_in_memory().unwrap();
+        assert_eq!(
+            fresh.set_issuer("acme https://ca/dir").unwrap(),
+            None,
+            "nothing issued yet"
+        );
     }
 
     #[test]
