@@ -17,18 +17,18 @@ fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-/// A server whose `acme` issuer orders from `directory_url`, trusting
-/// `ca_file` for the CA's HTTPS, with the `dns` backend and `budget` given.
-fn acme_server(env: &TestEnv, directory_url: &str, ca_file: &std::path::Path, dns: Value, budget: Value) -> Server {
+/// A server whose `acme` issuer orders from `pebble`, with the `dns`
+/// backend and `budget` given.
+fn acme_server(env: &TestEnv, pebble: &Pebble, dns: Value, budget: Value) -> Server {
     let mut extra = serde_json::Map::new();
     extra.insert(
         "issuer".into(),
         json!({
             "type": "acme",
-            "directory_url": directory_url,
+            "directory_url": pebble.directory_url(),
             "contact": ["mailto:ops@example.com"],
             "agree_terms": true,
-            "ca_file": ca_file,
+            "ca_file": pebble.ca_file(),
         }),
     );
     extra.insert("dns".into(), dns);
@@ -76,13 +76,7 @@ fn pebble_issues_through_the_embedded_authoritative_dns() {
     let env = TestEnv::new("acme-embedded-dns");
     let dns_port = env.free_port();
     let pebble = Pebble::start(&env, loopback(dns_port));
-    let server = acme_server(
-        &env,
-        &pebble.directory_url(),
-        pebble.ca_file(),
-        authoritative(dns_port),
-        Value::Null,
-    );
+    let server = acme_server(&env, &pebble, authoritative(dns_port), Value::Null);
     let dev = acme_device(&env, &server, pebble.root_file());
 
     let requests_before = pebble.acme_requests();
@@ -148,13 +142,7 @@ fn renewal_replaces_the_previous_certificate() {
             ..PebbleOptions::default()
         },
     );
-    let server = acme_server(
-        &env,
-        &pebble.directory_url(),
-        pebble.ca_file(),
-        authoritative(dns_port),
-        Value::Null,
-    );
+    let server = acme_server(&env, &pebble, authoritative(dns_port), Value::Null);
     let dev = acme_device(&env, &server, pebble.root_file());
     dev.agent.check_now().assert_code(0);
     let first = assert_served_by_pebble(&dev, pebble.root_file());
@@ -181,8 +169,7 @@ fn a_rollout_beyond_the_budget_is_queued_and_issued_in_order() {
     let window = 6;
     let server = acme_server(
         &env,
-        &pebble.directory_url(),
-        pebble.ca_file(),
+        &pebble,
         authoritative(dns_port),
         json!({"certificates": {"limit": 2, "window_secs": window}, "orders": {"limit": 2, "window_secs": window}}),
     );
@@ -255,7 +242,7 @@ fn issued(name: &str, dns: impl FnOnce(&TestEnv, u16) -> (Value, SocketAddr)) ->
     let pebble_port = env.free_port();
     let (dns, resolver) = dns(&env, dns_port);
     let pebble = Pebble::start_with(&env, resolver, short_lived(pebble_port));
-    let server = acme_server(&env, &pebble.directory_url(), pebble.ca_file(), dns, Value::Null);
+    let server = acme_server(&env, &pebble, dns, Value::Null);
     let dev = acme_device(&env, &server, pebble.root_file());
     dev.agent.check_now().assert_code(0);
     assert_served_by_pebble(&dev, pebble.root_file());
@@ -380,13 +367,7 @@ fn pebble_issues_through_bind_updated_with_rfc2136_and_tsig() {
     let env = TestEnv::new("acme-rfc2136");
     let bind = Bind::start(&env, ZONE);
     let pebble = Pebble::start(&env, bind.addr());
-    let server = acme_server(
-        &env,
-        &pebble.directory_url(),
-        pebble.ca_file(),
-        rfc2136(&bind),
-        Value::Null,
-    );
+    let server = acme_server(&env, &pebble, rfc2136(&bind), Value::Null);
     let dev = acme_device(&env, &server, pebble.root_file());
     dev.agent.check_now().assert_code(0);
 

@@ -114,3 +114,23 @@ pub fn addresses_of(records: &[Record]) -> (Vec<String>, Vec<String>) {
     };
     (pick(RecordType::A), pick(RecordType::Aaaa))
 }
+
+/// A response code's mnemonic as RFC 1035 and RFC 2136 spell it, as `dig`
+/// and server logs print it (`REFUSED`, `NOTAUTH`), for error messages.
+pub fn rcode_name(rcode: hickory_proto::op::ResponseCode) -> String {
+    use hickory_proto::op::ResponseCode;
+    match rcode {
+        ResponseCode::NoError => "NOERROR".into(),
+        ResponseCode::FormErr => "FORMERR".into(),
+        ResponseCode::ServFail => "SERVFAIL".into(),
+        ResponseCode::NXDomain => "NXDOMAIN".into(),
+        ResponseCode::NotImp => "NOTIMP".into(),
+        ResponseCode::Refused => "REFUSED".into(),
+        ResponseCode::YXDomain => "YXDOMAIN".into(),
+        ResponseCode::YXRRSet => "YXRRSET".into(),
+        ResponseCode::NXRRSet => "NXRRSET".into(),
+        ResponseCode::NotAuth => "NOTAUTH".into(),
+        ResponseCode::NotZone => "NOTZONE".into(),
+        other => format!("RCODE {}", u16::from(other)),
+    }
+}

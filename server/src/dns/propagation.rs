@@ -134,7 +134,7 @@ async fn lookup(server: SocketAddr, name: &str, timeout: Duration) -> Result<Vec
 
     match reply.metadata.response_code {
         ResponseCode::NoError | ResponseCode::NXDomain => {}
-        rcode => return Err(format!("answered {}", rcode_name(rcode))),
+        rcode => return Err(format!("answered {}", super::rcode_name(rcode))),
     }
     Ok(reply
         .answers
@@ -145,20 +145,6 @@ async fn lookup(server: SocketAddr, name: &str, timeout: Duration) -> Result<Vec
             _ => None,
         })
         .collect())
-}
-
-/// The RFC 1035 / RFC 6895 mnemonic of a response code.
-fn rcode_name(rcode: ResponseCode) -> String {
-    match rcode {
-        ResponseCode::NoError => "NOERROR".into(),
-        ResponseCode::FormErr => "FORMERR".into(),
-        ResponseCode::ServFail => "SERVFAIL".into(),
-        ResponseCode::NXDomain => "NXDOMAIN".into(),
-        ResponseCode::NotImp => "NOTIMP".into(),
-        ResponseCode::Refused => "REFUSED".into(),
-        ResponseCode::NotAuth => "NOTAUTH".into(),
-        other => format!("rcode {} ({other})", u16::from(other)),
-    }
 }
 
 /// Sends `query` over UDP and waits for the reply that matches it; stray

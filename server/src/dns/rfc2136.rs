@@ -395,27 +395,8 @@ fn check_response(response: &[u8], id: u16, mut verifier: TSigVerifier, cx: &Con
     })
 }
 
-/// The RCODE's mnemonic as RFC 1035 and RFC 2136 spell it, as `dig` and
-/// server logs print it.
-fn mnemonic(rcode: ResponseCode) -> String {
-    match rcode {
-        ResponseCode::NoError => "NOERROR".into(),
-        ResponseCode::FormErr => "FORMERR".into(),
-        ResponseCode::ServFail => "SERVFAIL".into(),
-        ResponseCode::NXDomain => "NXDOMAIN".into(),
-        ResponseCode::NotImp => "NOTIMP".into(),
-        ResponseCode::Refused => "REFUSED".into(),
-        ResponseCode::YXDomain => "YXDOMAIN".into(),
-        ResponseCode::YXRRSet => "YXRRSET".into(),
-        ResponseCode::NXRRSet => "NXRRSET".into(),
-        ResponseCode::NotAuth => "NOTAUTH".into(),
-        ResponseCode::NotZone => "NOTZONE".into(),
-        other => format!("RCODE {}", u16::from(other)),
-    }
-}
-
 fn tsig_error(rcode: ResponseCode, error: TsigError, message: &Message, cx: &Context<'_>) -> String {
-    let rcode = mnemonic(rcode);
+    let rcode = super::rcode_name(rcode);
     match error {
         TsigError::BadKey => format!(
             "{rcode} / BADKEY (the server does not know key {} or uses another algorithm than {}: \
@@ -449,7 +430,7 @@ fn tsig_error(rcode: ResponseCode, error: TsigError, message: &Message, cx: &Con
 }
 
 fn rcode_error(rcode: ResponseCode, cx: &Context<'_>) -> String {
-    let name = mnemonic(rcode);
+    let name = super::rcode_name(rcode);
     let hint = match rcode {
         ResponseCode::Refused => format!(
             "the server does not allow key {} to update zone {}: check allow-update / update-policy",
