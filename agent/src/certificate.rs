@@ -218,7 +218,7 @@ mod tests {
     }
 
     fn self_signed(key: &CertKey, names: &[&str]) -> rcgen::Certificate {
-        let kp = key.rcgen_key_pair().unwrap();
+        let kp = key.rcgen_signer();
         let mut params =
             rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
         params.serial_number = Some(rcgen::SerialNumber::from_slice(&[0x80, 0x01]));

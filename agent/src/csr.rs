@@ -12,9 +12,9 @@ pub fn build(key: &CertKey, hostname: &str) -> Result<Vec<u8>> {
     let doing = || format!("building a certificate request for {hostname:?}");
     check_hostname(hostname).map_err(|why| Error::Other(format!("{}: {why}", doing())))?;
     let params = params_for(hostname).map_err(|e| Error::Other(format!("{}: {e}", doing())))?;
-    let key_pair = key.rcgen_key_pair()?;
+    let signer = key.rcgen_signer();
     let csr = params
-        .serialize_request(&key_pair)
+        .serialize_request(&signer)
         .map_err(|e| Error::Other(format!("{}: {e}", doing())))?;
     Ok(csr.der().to_vec())
 }

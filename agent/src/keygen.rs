@@ -108,15 +108,41 @@ impl CertKey {
         &self.key
     }
 
-    /// The key as an rcgen key pair (ring), for signing CSRs and
-    /// certificates.
-    pub(crate) fn rcgen_key_pair(&self) -> Result<rcgen::KeyPair> {
-        let der = self.to_pkcs8_der()?;
-        rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
-            &rustls::pki_types::PrivatePkcs8KeyDer::from(der.as_slice()),
-            &rcgen::PKCS_ECDSA_P256_SHA256,
-        )
-        .map_err(|e| Error::Other(format!("loading the private key into the certificate encoder: {e}")))
+    /// The key as rcgen's signer, for CSRs and certificates. rcgen only
+    /// encodes; the signature is made here with p256, so rcgen needs no
+    /// crypto backend of its own (and ring's RSA and Ed25519 signing stay
+    /// out of the binary).
+    pub(crate) fn rcgen_signer(&self) -> RcgenSigner<'_> {
+        RcgenSigner {
+            key: &self.key,
+            point: self.key.verifying_key().to_sec1_point(false).as_bytes().to_vec(),
+        }
+    }
+}
+
+/// A [`CertKey`] as rcgen's [`rcgen::SigningKey`]: ECDSA P-256 with SHA-256,
+/// DER signatures (RFC 5480 §2, RFC 5758 §3.2).
+pub(crate) struct RcgenSigner<'a> {
+    key: &'a SigningKey,
+    /// The uncompressed public point, what rcgen puts in the
+    /// SubjectPublicKeyInfo's BIT STRING.
+    point: Vec<u8>,
+}
+
+impl rcgen::PublicKeyData for RcgenSigner<'_> {
+    fn der_bytes(&self) -> &[u8] {
+        &self.point
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        &rcgen::PKCS_ECDSA_P256_SHA256
+    }
+}
+
+impl rcgen::SigningKey for RcgenSigner<'_> {
+    fn sign(&self, msg: &[u8]) -> std::result::Result<Vec<u8>, rcgen::Error> {
+        let signature: p256::ecdsa::Signature = p256::ecdsa::signature::Signer::sign(self.key, msg);
+        Ok(signature.to_der().as_bytes().to_vec())
     }
 }
 
@@ -152,7 +178,7 @@ mod tests {
         assert_eq!(key.spki_der(), reference.as_bytes());
         assert_eq!(
             key.spki_der(),
-            rcgen::PublicKeyData::subject_public_key_info(&key.rcgen_key_pair().unwrap())
+            rcgen::PublicKeyData::subject_public_key_info(&key.rcgen_signer())
         );
     }
 

@@ -37,8 +37,8 @@ pub fn generate(key: &CertKey, hostname: &str, now: i64) -> Result<Material> {
     // (RFC 5280 §4.1.2.2), and rcgen's default serial is derived from the
     // key, which a reinstall could reuse with new dates.
     params.serial_number = Some(rcgen::SerialNumber::from_slice(&random_serial()?));
-    let key_pair = key.rcgen_key_pair()?;
-    let cert = params.self_signed(&key_pair).map_err(|e| fail(e.to_string()))?;
+    let signer = key.rcgen_signer();
+    let cert = params.self_signed(&signer).map_err(|e| fail(e.to_string()))?;
     let cert_pem = cert.pem();
     Ok(Material {
         key_pem: key.to_pkcs8_pem()?,

@@ -286,12 +286,14 @@ mod tests {
         // Signal this thread only (other tests run on other threads) while
         // it is blocked in poll(2).
         // SAFETY: pthread_self(3) takes no arguments and cannot fail.
-        let me = unsafe { libc::pthread_self() };
+        // pthread_t is an integer on glibc and a pointer on musl; as an
+        // integer it can move to the other thread on both.
+        let me = unsafe { libc::pthread_self() } as usize;
         let sender = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
             // SAFETY: `me` is the test thread, which is alive: it joins this
             // thread before returning.
-            unsafe { libc::pthread_kill(me, libc::SIGUSR1) }
+            unsafe { libc::pthread_kill(me as libc::pthread_t, libc::SIGUSR1) }
         });
         let start = std::time::Instant::now();
         let ready = crate::wakeup::wait_readable(&[signals.fd()], Duration::from_secs(10)).unwrap();

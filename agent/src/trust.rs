@@ -92,15 +92,54 @@ impl TrustAnchors {
 
 /// The TLS crypto provider: ring, which builds on every target we ship
 /// (aws-lc does not build for MIPS). Chosen here and nowhere else.
+///
+/// The agent is only ever a TLS client without a client certificate, so
+/// the provider loads no private keys: that keeps ring's RSA, Ed25519 and
+/// ECDSA signing out of the binary (about 40 KB on MIPS). The tests' TLS
+/// servers load keys, so they get ring's key loader.
 pub fn crypto_provider() -> Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    Arc::clone(PROVIDER.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())))
+    Arc::clone(PROVIDER.get_or_init(|| {
+        #[allow(unused_mut)]
+        let mut provider = rustls::crypto::ring::default_provider();
+        #[cfg(not(test))]
+        {
+            provider.key_provider = &NoPrivateKeys;
+        }
+        Arc::new(provider)
+    }))
+}
+
+/// A key provider that refuses every key: the agent presents no
+/// certificate in TLS (its certificate is for the local web server).
+#[derive(Debug)]
+struct NoPrivateKeys;
+
+impl rustls::crypto::KeyProvider for NoPrivateKeys {
+    fn load_private_key(
+        &self,
+        _key_der: rustls::pki_types::PrivateKeyDer<'static>,
+    ) -> Result<Arc<dyn rustls::sign::SigningKey>, rustls::Error> {
+        Err(rustls::Error::General(
+            "the agent does not present a TLS certificate".into(),
+        ))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
     use crate::atomic::tests::TempDir;
+
+    #[test]
+    fn the_shipped_provider_loads_no_private_keys() {
+        use rustls::crypto::KeyProvider;
+        let key = crate::keygen::CertKey::generate().unwrap().to_pkcs8_der().unwrap();
+        let der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.to_vec().into());
+        let refused = NoPrivateKeys.load_private_key(der).err().unwrap();
+        assert!(refused.to_string().contains("does not present"), "{refused}");
+    }
 
     fn ca_pem() -> String {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();

@@ -163,7 +163,7 @@ pub(crate) mod tests {
             p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
             p.use_authority_key_identifier_extension = true;
             set_validity(&mut p, not_before, not_after).unwrap();
-            let pk = key.rcgen_key_pair().unwrap();
+            let pk = key.rcgen_signer();
             p.signed_by(&pk, &self.intermediate).unwrap().pem()
         }
 

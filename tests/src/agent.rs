@@ -82,6 +82,8 @@ impl AgentConfig {
 /// One agent installation: a configuration file and the agent binary.
 pub struct Agent {
     bin: PathBuf,
+    /// An emulator the binary runs under (`LANCERT_AGENT_RUNNER`).
+    runner: Option<PathBuf>,
     config_path: PathBuf,
     config: AgentConfig,
     log: PathBuf,
@@ -93,6 +95,7 @@ impl Agent {
         let config_path = env.path(&format!("{name}.json"));
         let mut a = Agent {
             bin: env.agent_bin(),
+            runner: crate::env::agent_runner(),
             config_path,
             config,
             log: env.path(&format!("{name}.log")),
@@ -126,9 +129,14 @@ impl Agent {
     /// run is appended to `<test dir>/<name>.log` for post-mortems.
     pub fn run(&self, args: &[&str]) -> Output {
         let config = self.config_path.to_str().expect("UTF-8 path");
-        let mut all = vec!["--config", config];
+        let bin = self.bin.to_str().expect("UTF-8 path");
+        let mut all = Vec::new();
+        if self.runner.is_some() {
+            all.push(bin);
+        }
+        all.extend(["--config", config]);
         all.extend_from_slice(args);
-        let out = run(&self.bin, &all, COMMAND_TIMEOUT);
+        let out = run(self.runner.as_ref().unwrap_or(&self.bin), &all, COMMAND_TIMEOUT);
         self.append_log(&out);
         out
     }
@@ -209,7 +217,15 @@ impl Agent {
         log.push(".daemon");
         let log = PathBuf::from(log);
         let file = std::fs::File::create(&log).expect("creating daemon log");
-        let child = Command::new(&self.bin)
+        let mut command = match &self.runner {
+            Some(runner) => {
+                let mut c = Command::new(runner);
+                c.arg(&self.bin);
+                c
+            }
+            None => Command::new(&self.bin),
+        };
+        let child = command
             .arg("--config")
             .arg(&self.config_path)
             .arg("run")

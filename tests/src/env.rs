@@ -54,9 +54,18 @@ impl TestEnv {
         p
     }
 
-    /// Path of the `agent` binary.
+    /// Path of the `agent` binary: `LANCERT_AGENT` if set (an agent built
+    /// for another architecture, run under [`agent_runner`]), else the one
+    /// in the binaries' directory.
     pub fn agent_bin(&self) -> PathBuf {
-        self.binary("agent")
+        match std::env::var_os("LANCERT_AGENT") {
+            Some(path) => {
+                let p = PathBuf::from(path);
+                assert!(p.is_file(), "LANCERT_AGENT={} does not exist", p.display());
+                p
+            }
+            None => self.binary("agent"),
+        }
     }
 
     /// Path of the `lancert-server` binary.
@@ -81,6 +90,12 @@ impl TestEnv {
     pub fn free_port(&self) -> u16 {
         free_port()
     }
+}
+
+/// The emulator agents run under, `LANCERT_AGENT_RUNNER` (for example
+/// `qemu-mips-static`), if set.
+pub(crate) fn agent_runner() -> Option<PathBuf> {
+    std::env::var_os("LANCERT_AGENT_RUNNER").map(PathBuf::from)
 }
 
 /// A free 127.0.0.1 port (see [`TestEnv::free_port`]).

@@ -23,6 +23,8 @@
 //!
 //! | variable | effect |
 //! |---|---|
+//! | `LANCERT_AGENT` | the agent binary under test, e.g. one cross-compiled for MIPS (default: the one in the binaries' directory) |
+//! | `LANCERT_AGENT_RUNNER` | an emulator to run the agent under, e.g. `qemu-mips-static` |
 //! | `LANCERT_BIN_DIR` | directory of the binaries under test (default: the `target/debug/` of the test binary) |
 //! | `LANCERT_ALLOW_STALE` | skip the check that the binaries are newer than their sources |
 //! | `LANCERT_KEEP_TEST_DIRS` | keep each test's directory also when it passes (it is always kept on failure) |
