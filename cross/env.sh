@@ -27,6 +27,7 @@ cross_install() {
     # llvm-strip strips every architecture; the linker's -s keeps MIPS's
     # .pdr section (about 150 KB).
     command -v llvm-strip >/dev/null || missing+=(llvm)
+    [ -x /usr/bin/time ] || missing+=(time) # cross/bench: peak RSS
     if [ ${#missing[@]} -gt 0 ]; then
         cross_log "apt-get install ${missing[*]}"
         cross_as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq

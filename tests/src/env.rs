@@ -55,7 +55,7 @@ impl TestEnv {
     }
 
     /// Path of the `agent` binary: `LANCERT_AGENT` if set (an agent built
-    /// for another architecture, run under [`agent_runner`]), else the one
+    /// for another architecture, run under the emulator in `LANCERT_AGENT_RUNNER`), else the one
     /// in the binaries' directory.
     pub fn agent_bin(&self) -> PathBuf {
         match std::env::var_os("LANCERT_AGENT") {
