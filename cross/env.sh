@@ -78,3 +78,24 @@ cross_qemu() {
 CROSS_RUSTFLAGS="-Zunstable-options -Cpanic=immediate-abort -Cforce-unwind-tables=no -Crelocation-model=static -Zlocation-detail=none -Zfmt-debug=shallow -Clink-self-contained=no"
 # std built for size: smaller sort, formatting and hashing code paths.
 CROSS_BUILD_STD=(-Zbuild-std=std,panic_abort -Zbuild-std-features=optimize_for_size)
+
+# cross_retry CMD...: runs CMD, and runs it again (at most 3 times in all,
+# 30 s apart) when it failed because the disk was momentarily full (the
+# shared disk of this workplace fills for seconds at a time under others'
+# bursts); cargo resumes where it stopped. Any other failure stops at once.
+cross_retry() {
+    local attempt log
+    log=$(mktemp)
+    for attempt in 1 2 3; do
+        if "$@" 2>&1 | tee "$log"; then
+            rm -f "$log"
+            return 0
+        fi
+        if ! grep -q 'No space left on device' "$log" || [ "$attempt" -eq 3 ]; then
+            rm -f "$log"
+            return 1
+        fi
+        cross_log "the disk was full for a moment; trying again in 30 s (attempt $((attempt + 1)) of 3)"
+        sleep 30
+    done
+}
