@@ -108,10 +108,7 @@ impl AcmeIssuer {
         if let Some(account) = slot.as_ref() {
             return Ok(account.clone());
         }
-        let account = self.load_or_register().await.map_err(|e| IssueError {
-            retry_after: Some(RETRY_CA_FAILURE_SECS),
-            ..IssueError::failed(e.to_string())
-        })?;
+        let account = self.load_or_register().await.map_err(account_unavailable)?;
         *slot = Some(account.clone());
         Ok(account)
     }
@@ -177,10 +174,7 @@ impl AcmeIssuer {
             aside.display()
         );
         *slot = None;
-        let account = self.load_or_register().await.map_err(|e| IssueError {
-            retry_after: Some(RETRY_CA_FAILURE_SECS),
-            ..IssueError::failed(e.to_string())
-        })?;
+        let account = self.load_or_register().await.map_err(account_unavailable)?;
         *slot = Some(account.clone());
         Ok(account)
     }
@@ -416,6 +410,15 @@ pub fn certificate_id(pem_chain: &str) -> Result<CertificateIdentifier<'static>,
         .ok_or("the certificate has no authority key identifier")?;
     let serial = leaf.tbs_certificate().serial_number().as_bytes();
     Ok(CertificateIdentifier::new(Der::from_slice(aki.as_bytes()), Der::from_slice(serial)).into_owned())
+}
+
+/// What the device is told when the account cannot be loaded or
+/// registered: the CA is down or refuses; try again later.
+fn account_unavailable(e: Error) -> IssueError {
+    IssueError {
+        retry_after: Some(RETRY_CA_FAILURE_SECS),
+        ..IssueError::failed(e.to_string())
+    }
 }
 
 /// Whether the CA says the account does not exist (RFC 8555 §7.3.1).
