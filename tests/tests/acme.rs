@@ -385,15 +385,19 @@ fn pebble_issues_through_bind_updated_with_rfc2136_and_tsig() {
 #[test]
 fn a_failing_dns_update_reaches_the_device_which_keeps_its_certificate() {
     let mut bind = None;
-    let t = issued("acme-dns-down", |env, _| {
+    let mut t = issued("acme-dns-down", |env, _| {
         let b = Bind::start(env, ZONE);
         let dns = (rfc2136(&b), b.addr());
         bind = Some(b);
         dns
     });
     let Some(mut bind) = bind else { unreachable!() };
-    // Pebble asked BIND at first; the primary now goes away.
+    // Pebble asked BIND at first; the primary now goes away. A CA reuses a
+    // name's valid authorization for the same account (pebble does for ARI
+    // renewals), and then no record is needed: a fresh pebble knows neither
+    // account nor authorization, so the renewal needs a challenge record.
     bind.stop();
+    t.restart_pebble(bind.addr(), short_lived(t.pebble_port));
     let out = t.failed_renewal();
     out.assert_stderr_mentions(&["publishing the challenge record"]);
     assert!(
