@@ -1,3 +1,5 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034 # the variables set here are read by the scripts that source this file
 # Sourced by the scripts in cross/: installs the cross toolchain if missing
 # and exports what every cross build uses.
 #
@@ -77,6 +79,7 @@ cross_qemu() {
 #                             ships no self-contained ones for ARM)
 CROSS_RUSTFLAGS="-Zunstable-options -Cpanic=immediate-abort -Cforce-unwind-tables=no -Crelocation-model=static -Zlocation-detail=none -Zfmt-debug=shallow -Clink-self-contained=no"
 # std built for size: smaller sort, formatting and hashing code paths.
+# shellcheck disable=SC2054 # the commas belong to one cargo flag
 CROSS_BUILD_STD=(-Zbuild-std=std,panic_abort -Zbuild-std-features=optimize_for_size)
 
 # cross_retry CMD...: runs CMD, and runs it again (at most 3 times in all,

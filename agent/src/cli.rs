@@ -13,9 +13,11 @@ commands:
   run                 run as a daemon (the default)
   --check-now, check  one full check now; exit 0 if something was updated,
                       2 if nothing needed doing, 1 on error
-  provision --server URL (--token TOKEN | --token-file FILE)
-                      enroll this device (factory step); re-running on an
-                      enrolled device changes nothing
+  provision [--server URL] (--token TOKEN | --token-file FILE)
+                      enroll this device (factory step) and print its
+                      hostname; the server defaults to the config's
+                      `server`; re-running on an enrolled device changes
+                      nothing
   status              print what the device knows about itself as JSON
 
 options:
@@ -33,8 +35,8 @@ pub enum Command {
     CheckNow,
     /// Factory provisioning.
     Provision {
-        /// Server base URL.
-        server: String,
+        /// Server base URL; `None`: the configuration's `server`.
+        server: Option<String>,
         /// The token, or where to read it.
         token: TokenSource,
     },
@@ -114,7 +116,6 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Args, String> {
         "version" => Command::Version,
         "help" => Command::Help,
         "provision" => {
-            let server = server.ok_or("provision needs --server URL")?;
             let token = match (token, token_file) {
                 (Some(t), None) => TokenSource::Literal(t),
                 (None, Some(f)) => TokenSource::File(f),
@@ -150,7 +151,7 @@ mod tests {
                 .unwrap()
                 .command,
             Command::Provision {
-                server: "https://s".into(),
+                server: Some("https://s".into()),
                 token: TokenSource::Literal("t".into())
             }
         );
@@ -163,7 +164,13 @@ mod tests {
         assert!(p(&["provision", "--server", "https://s"])
             .unwrap_err()
             .contains("--token"));
-        assert!(p(&["provision", "--token", "t"]).unwrap_err().contains("--server"));
+        assert_eq!(
+            p(&["provision", "--token-file", "/t"]).unwrap().command,
+            Command::Provision {
+                server: None,
+                token: TokenSource::File("/t".into())
+            }
+        );
         assert!(p(&["check", "--token", "t"]).unwrap_err().contains("provision"));
         assert!(p(&["check", "status"]).unwrap_err().contains("two commands"));
         assert!(p(&["--frobnicate"]).unwrap_err().contains("unknown argument"));

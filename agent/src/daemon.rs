@@ -5,12 +5,20 @@
 //! Signals only set flags; they are acted upon between steps, so SIGTERM
 //! never interrupts an install (it can interrupt the wait between order
 //! polls, which is safe: the order is kept and resumed).
+//!
+//! Under systemd (`Type=notify`) it reports readiness, reloads, stops and a
+//! status line, and feeds the watchdog ([`crate::notify`]): the sleep is cut
+//! to the watchdog period, and the wait between order polls feeds it too.
+//! Every other step is bounded (`http_timeout_secs` per exchange,
+//! `reload_timeout_secs` for the reload and its check), so a silent
+//! watchdog means a hung agent.
 
 use crate::check::{self, Steps};
 use crate::config::Config;
 use crate::error::Result;
 use crate::lock::CheckLock;
 use crate::netlink::AddressMonitor;
+use crate::notify::Notifier;
 use crate::schedule::{Done, OsRandom, Random, Timetable};
 use crate::signals::Signals;
 use crate::{atomic, clock, wakeup};
@@ -27,6 +35,7 @@ pub const SCHEDULE_FILE: &str = "schedule.json";
 /// SIGHUP (errors keep the old one).
 pub fn run(mut config: Config, reload: &dyn Fn() -> Result<Config>) -> Result<()> {
     let signals = Signals::install()?;
+    let mut notifier = Notifier::from_env();
     let mut monitor = match AddressMonitor::open() {
         Ok(m) => Some(m),
         Err(e) => {
@@ -40,11 +49,9 @@ pub fn run(mut config: Config, reload: &dyn Fn() -> Result<Config>) -> Result<()
     let mut rng = OsRandom;
     let started = Instant::now();
     let mut table = Timetable::start(config.startup_splay, &mut rng);
-    log::info!(
-        "agent {} running; first certificate check in {}s",
-        env!("CARGO_PKG_VERSION"),
-        table.next_certificate.as_secs()
-    );
+    let first = format!("first certificate check in {}s", table.next_certificate.as_secs());
+    log::info!("agent {} running; {first}", env!("CARGO_PKG_VERSION"));
+    notifier.ready(&first);
     loop {
         publish_schedule(&config.runtime_dir, &table, started.elapsed());
         let mut fds = vec![signals.fd()];
@@ -56,18 +63,22 @@ pub fn run(mut config: Config, reload: &dyn Fn() -> Result<Config>) -> Result<()
         let timeout = if signals.is_pending() {
             Duration::ZERO
         } else {
-            table.sleep_for(started.elapsed())
+            let sleep = table.sleep_for(started.elapsed());
+            notifier.watchdog_due_in().map_or(sleep, |w| sleep.min(w))
         };
         let ready = wakeup::wait_readable(&fds, timeout)?;
+        notifier.feed_watchdog();
         let now = started.elapsed();
         let pending = signals.take();
         if pending.terminate {
             log::info!("stopping on request");
+            notifier.stopping();
             // `agent status` must not show a timetable nobody follows.
             let _ = std::fs::remove_file(config.runtime_dir.join(SCHEDULE_FILE));
             return Ok(());
         }
         if pending.reload {
+            notifier.reloading();
             match reload() {
                 Ok(c) => {
                     log::info!("configuration re-read from {}", c.file.display());
@@ -76,6 +87,7 @@ pub fn run(mut config: Config, reload: &dyn Fn() -> Result<Config>) -> Result<()
                 }
                 Err(e) => log::error!("{e}; keeping the previous configuration"),
             }
+            notifier.ready("configuration re-read");
         }
         if pending.check_now {
             log::info!("check requested by signal");
@@ -106,8 +118,11 @@ pub fn run(mut config: Config, reload: &dyn Fn() -> Result<Config>) -> Result<()
                 continue;
             }
         };
-        let mut pause = |d: Duration| pause_unless_stopped(&signals, d);
+        notifier.feed_watchdog();
+        let mut pause = |d: Duration| pause_unless_stopped(&signals, &mut notifier, d);
         let done = run_check(&config, steps, &mut rng, &mut pause);
+        notifier.feed_watchdog();
+        notifier.status(&describe(&done));
         let after = started.elapsed();
         if steps.certificate {
             table.certificate_done(
@@ -145,14 +160,29 @@ fn run_check(config: &Config, steps: Steps, rng: &mut dyn Random, pause: &mut dy
     }
 }
 
+/// The `STATUS=` line after a check.
+fn describe(done: &Done) -> String {
+    let at = format_rfc3339(clock::wall_now());
+    match done {
+        Done::Ok { due_in: Some(d) } => format!("last check {at}: ok; certificate due in {}s", d.as_secs()),
+        Done::Ok { due_in: None } => format!("last check {at}: ok"),
+        Done::ClockNotSane => format!("last check {at}: waiting for the clock to be set"),
+        Done::Failed { retry_in } => format!("last check {at}: failed; retry in {}s", retry_in.as_secs()),
+    }
+}
+
 /// Waits `d`, returning early with `false` on SIGTERM/SIGINT (a SIGUSR1 or
-/// SIGHUP in the meantime is remembered for the loop).
-fn pause_unless_stopped(signals: &Signals, d: Duration) -> bool {
+/// SIGHUP in the meantime is remembered for the loop). Feeds the watchdog.
+fn pause_unless_stopped(signals: &Signals, notifier: &mut Notifier, d: Duration) -> bool {
     let until = Instant::now() + d;
     loop {
-        let left = until.saturating_duration_since(Instant::now());
+        notifier.feed_watchdog();
+        let mut left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return true;
+        }
+        if let Some(w) = notifier.watchdog_due_in() {
+            left = left.min(w);
         }
         if wakeup::wait_readable(&[signals.fd()], left).is_err() {
             std::thread::sleep(left.min(Duration::from_secs(1)));

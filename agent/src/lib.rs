@@ -21,6 +21,7 @@ pub mod keygen;
 pub mod lock;
 pub mod logger;
 pub mod netlink;
+pub mod notify;
 pub mod provision;
 pub mod reload;
 pub mod renew;

@@ -53,6 +53,12 @@ fn try_main(args: cli::Args) -> Result<u8> {
         Command::Provision { server, token } => {
             let config = Config::load(&file, false, args.config.is_none())?;
             logger::init(config.log_level);
+            let server = server.or_else(|| config.server.clone()).ok_or_else(|| {
+                Error::Other(format!(
+                    "provision needs --server URL, or `server` in {}",
+                    config.file.display()
+                ))
+            })?;
             let token = read_token(&token)?;
             match provision::provision(&config, &server, &token)? {
                 Provisioned::Enrolled(e) => {

@@ -67,7 +67,12 @@ pub fn run_command(argv: &[String], timeout: Duration) -> Result<()> {
     let stderr = output
         .try_clone()
         .map_err(|e| fail(format!("cannot duplicate the output file: {e}")))?;
-    let mut child = Command::new(program)
+    let mut command = Command::new(program);
+    // The service manager's socket is the agent's, not the command's.
+    for var in crate::notify::ENV_VARS {
+        command.env_remove(var);
+    }
+    let mut child = command
         .args(args)
         .stdin(Stdio::null())
         .stdout(stdout)

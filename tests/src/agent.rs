@@ -213,6 +213,12 @@ impl Agent {
     /// Starts `agent --config FILE run` as a daemon, its stderr going to
     /// `<test dir>/<name>-daemon.log`.
     pub fn spawn_daemon(&self) -> Daemon {
+        self.spawn_daemon_with_env(&[])
+    }
+
+    /// [`Agent::spawn_daemon`] with extra environment variables (e.g. the
+    /// service manager's `NOTIFY_SOCKET`).
+    pub fn spawn_daemon_with_env(&self, vars: &[(&str, &str)]) -> Daemon {
         let mut log = self.log.clone().into_os_string();
         log.push(".daemon");
         let log = PathBuf::from(log);
@@ -229,6 +235,7 @@ impl Agent {
             .arg("--config")
             .arg(&self.config_path)
             .arg("run")
+            .envs(vars.iter().copied())
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("dup log"))
             .stderr(file)

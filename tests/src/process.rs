@@ -76,6 +76,16 @@ impl std::fmt::Display for Output {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "$ {}", self.command)?;
         writeln!(f, "exit code: {:?} after {:.1?}", self.code, self.elapsed)?;
+        // Errors and warnings first (syslog priorities 0 to 4): a report that
+        // shows only the start of a long message still shows why.
+        let alarms: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| matches!(l.get(..3), Some("<0>" | "<1>" | "<2>" | "<3>" | "<4>")))
+            .collect();
+        if !alarms.is_empty() {
+            writeln!(f, "--- errors and warnings ---\n{}", alarms.join("\n"))?;
+        }
         writeln!(f, "--- stdout ---\n{}", self.stdout.trim_end())?;
         write!(f, "--- stderr ---\n{}", self.stderr.trim_end())
     }
