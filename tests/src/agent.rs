@@ -141,6 +141,23 @@ impl Agent {
         out
     }
 
+    /// [`Agent::run`] with extra environment variables (through
+    /// `/usr/bin/env`, so the command line shows them).
+    pub fn run_with_env(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
+        let config = self.config_path.to_str().expect("UTF-8 path");
+        let bin = self.bin.to_str().expect("UTF-8 path");
+        let assignments: Vec<String> = vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut all: Vec<&str> = assignments.iter().map(String::as_str).collect();
+        if let Some(runner) = &self.runner {
+            all.push(runner.to_str().expect("UTF-8 path"));
+        }
+        all.extend([bin, "--config", config]);
+        all.extend_from_slice(args);
+        let out = run(std::path::Path::new("/usr/bin/env"), &all, COMMAND_TIMEOUT);
+        self.append_log(&out);
+        out
+    }
+
     fn append_log(&self, out: &Output) {
         use std::io::Write;
         if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&self.log) {

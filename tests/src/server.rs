@@ -92,14 +92,15 @@ impl Server {
             child: None,
             log: Arc::new(Mutex::new(String::new())),
         };
-        s.spawn(env.path("server.log"));
+        s.spawn_with_env(env.path("server.log"), &[]);
         s
     }
 
-    fn spawn(&mut self, log_path: PathBuf) {
+    fn spawn_with_env(&mut self, log_path: PathBuf, vars: &[(&str, &str)]) {
         let mut child = Command::new(&self.bin)
             .args(["serve", "--config"])
             .arg(&self.config_path)
+            .envs(vars.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -141,6 +142,11 @@ impl Server {
     /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The process id of the running server (for `/proc/<pid>/status`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The data directory.
@@ -224,6 +230,20 @@ impl Server {
             Value::Array(a) => a,
             other => panic!("devices is not a JSON array: {other}"),
         }
+    }
+
+    /// Starts the stopped server again on the same port and data (its log
+    /// goes to `server.restarted.log` beside the first).
+    pub fn restart(&mut self) {
+        self.restart_with_env(&[]);
+    }
+
+    /// [`Server::restart`] with extra environment variables (e.g. a
+    /// libfaketime clock).
+    pub fn restart_with_env(&mut self, vars: &[(&str, &str)]) {
+        self.stop();
+        let log = self.config_path.with_file_name("server.restarted.log");
+        self.spawn_with_env(log, vars);
     }
 
     /// Stops the server now (SIGTERM, then SIGKILL after 10 s), as drop does.
