@@ -8,12 +8,17 @@
 //!
 //! The temporary name is predictable (`.{name}.tmp-{pid}`), so it is opened
 //! with `O_CREAT|O_EXCL|O_NOFOLLOW`: a symlink planted at that name is never
-//! followed, and the write fails instead of writing through it.
+//! followed, and the write fails instead of writing through it. A process
+//! killed (or a device losing power) between creating and renaming the
+//! temporary leaves it behind under its pid; the next write of the same
+//! file removes such leftovers, so crashes do not pile up copies (of a
+//! private key, too).
 
 use crate::error::{Error, Result};
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -88,6 +93,7 @@ impl Drop for Staged {
 /// any lets a full disk fail the whole set before anything visible changes.
 pub fn stage(path: &Path, data: &[u8], mode: u32, doing: &str) -> Result<Staged> {
     let tmp = temp_path(path, doing)?;
+    remove_stale_temps(path);
     let mut file = create_temp(&tmp, mode, doing)?;
     let staged = Staged {
         tmp,
@@ -184,6 +190,42 @@ fn temp_path(path: &Path, doing: &str) -> Result<PathBuf> {
     Ok(parent_dir(path).join(tmp))
 }
 
+/// Removes the temporaries of `path` that other processes left behind
+/// (`.{file_name}.tmp-{pid}` with another pid than ours, plain files only):
+/// a writer killed between creating and renaming its temporary cannot
+/// clean up. We hold the check lock (one writer per path), so no live
+/// process is writing them. Anything but a plain file at such a name (a
+/// planted symlink) is left for an operator to see, and unlink(2) removes
+/// a name without following it. Best effort: a failure is logged and the
+/// write goes on.
+fn remove_stale_temps(path: &Path) {
+    let Some(name) = path.file_name() else { return };
+    let mut prefix = OsString::from(".");
+    prefix.push(name);
+    prefix.push(".tmp-");
+    let own = std::process::id().to_string();
+    let dir = parent_dir(path);
+    let Ok(entries) = fs::read_dir(&dir) else { return };
+    for entry in entries.flatten() {
+        let entry_name = entry.file_name();
+        let Some(pid) = entry_name.as_bytes().strip_prefix(prefix.as_bytes()) else {
+            continue;
+        };
+        if pid.is_empty() || !pid.iter().all(u8::is_ascii_digit) || pid == own.as_bytes() {
+            continue;
+        }
+        if !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        match fs::remove_file(entry.path()) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                log::warn!("removing the stale temporary file {}: {e}", entry.path().display());
+            }
+            _ => log::debug!("removed the stale temporary file {}", entry.path().display()),
+        }
+    }
+}
+
 /// Creates the temporary file exclusively, never through a symlink.
 fn create_temp(tmp: &Path, mode: u32, doing: &str) -> Result<File> {
     let open = || {
@@ -233,7 +275,7 @@ fn fill_temp(file: &mut File, data: &[u8], mode: u32) -> io::Result<()> {
 }
 
 /// Whether `path` holds exactly `data` with permission bits `mode`.
-fn holds_exactly(path: &Path, data: &[u8], mode: u32) -> bool {
+pub fn holds_exactly(path: &Path, data: &[u8], mode: u32) -> bool {
     let Ok(file) = File::open(path) else { return false };
     let Ok(meta) = file.metadata() else { return false };
     if !meta.is_file() || meta.len() != data.len() as u64 || meta.permissions().mode() & 0o7777 != mode {
@@ -348,6 +390,28 @@ pub(crate) mod tests {
         write_atomic(&p, b"fresh", 0o600, "test").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"fresh");
         assert!(!tmp.exists());
+    }
+
+    #[test]
+    fn temps_left_by_dead_writers_are_removed_but_not_links() {
+        let d = TempDir::new("atomic");
+        let p = d.path("device.key");
+        fs::write(d.path(".device.key.tmp-4000000"), b"key copy of a killed run").unwrap();
+        fs::write(d.path(".device.key.tmp-x1"), b"not a pid").unwrap();
+        fs::write(d.path(".chain.pem.tmp-4000000"), b"another file's").unwrap();
+        symlink(d.path("victim"), d.path(".device.key.tmp-4000001")).unwrap();
+        write_atomic(&p, b"fresh", 0o600, "test").unwrap();
+        let mut left = temps_in(&d.0);
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                ".chain.pem.tmp-4000000",
+                ".device.key.tmp-4000001",
+                ".device.key.tmp-x1"
+            ]
+        );
+        assert!(!d.path("victim").exists());
     }
 
     #[test]

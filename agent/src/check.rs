@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::keygen::CertKey;
 use crate::renew::{self, Renewed};
-use crate::renewal_window::{decide, Decision, Installed};
+use crate::renewal_window::{decide, Decision, Installed, Reason};
 use crate::report;
 use crate::schedule::{backoff, Random};
 use crate::state::{Enrollment, State, StateDir};
@@ -152,6 +152,27 @@ pub fn installed(config: &Config) -> Installed {
             Installed::Present { cert, key_matches }
         }
     }
+}
+
+/// Reasons to renew found in the files rather than in the certificate's
+/// dates: a fullchain out of step with the certificate (a torn set the
+/// `.bak` files could not repair), or a key file that group or others can
+/// read. An exposed key is replaced, not chmod-ed: whoever could read it
+/// may have a copy. Until the new set is installed the current one stays in
+/// service untouched (its mode too: a web server may depend on it).
+fn local_reason(config: &Config, current: &Installed) -> Option<Reason> {
+    use std::os::unix::fs::PermissionsExt;
+    if !matches!(current, Installed::Present { .. }) {
+        return None;
+    }
+    if !renew::fullchain_starts_with_cert(config) {
+        return Some(Reason::FullchainMismatch);
+    }
+    let mode = std::fs::metadata(&config.key_file).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o077 != 0).then(|| Reason::KeyExposed {
+        path: config.key_file.clone(),
+        mode,
+    })
 }
 
 /// The address source the configuration asks for.
@@ -313,6 +334,27 @@ fn certificate_step(
 ) -> Result<Option<certificate::CertInfo>> {
     let config = session.config;
     let hostname = session.enrollment.hostname.clone();
+
+    // What an interrupted install left (see `install`) is put right first:
+    // it needs neither the server nor a set clock, and the web server may
+    // be down (a torn set at boot) or serving the old set until then.
+    let mut current = installed(config);
+    match renew::repair_torn_set(config, &current) {
+        Ok(false) => {}
+        Ok(true) => {
+            outcome.certificate_installed = true;
+            current = installed(config);
+        }
+        // A renewal, if the decision below makes one, installs a whole set.
+        Err(e) => log::error!("{e}"),
+    }
+    if state.reload_pending {
+        if let Err(e) = renew::reload_interrupted_install(config, &hostname) {
+            log::warn!("{e}");
+        }
+        state.reload_pending = false;
+    }
+
     let now = clock::wall_now();
     let dir = session.dir.clone();
     let own_files = [dir.state_file(), dir.device_file(), config.cert_file.clone()];
@@ -327,7 +369,6 @@ fn certificate_step(
         return Ok(None);
     }
 
-    let mut current = installed(config);
     if matches!(current, Installed::Missing) {
         renew::install_self_signed(config, &hostname)?;
         outcome.certificate_installed = true;
@@ -338,7 +379,14 @@ fn certificate_step(
         _ => None,
     };
     let moment = cert.as_ref().and_then(|c| state.renewal_moment(&c.serial_hex));
-    let reason = match decide(&current, &hostname, moment, now) {
+    let decision = match decide(&current, &hostname, moment, now) {
+        Decision::Wait { until } => match local_reason(config, &current) {
+            Some(reason) => Decision::Renew(reason),
+            None => Decision::Wait { until },
+        },
+        renew => renew,
+    };
+    let reason = match decision {
         Decision::Wait { until } => {
             log::debug!(
                 "certificate is good until its renewal time {}",
@@ -356,7 +404,11 @@ fn certificate_step(
             return Ok(cert);
         }
     }
-    log::info!("renewing the certificate for {hostname}: {reason}");
+    if matches!(reason, Reason::KeyExposed { .. } | Reason::FullchainMismatch) {
+        log::warn!("renewing the certificate for {hostname}: {reason}");
+    } else {
+        log::info!("renewing the certificate for {hostname}: {reason}");
+    }
     let Session {
         enrollment,
         identity,

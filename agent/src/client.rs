@@ -202,10 +202,8 @@ impl Client {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
         };
-        if let Some(n) = header(lancert_protocol::HEADER_REPLAY_NONCE) {
-            if base64url::decode(&n).is_ok() && n.len() <= 256 {
-                self.nonce = Some(n);
-            }
+        if let Some(n) = header(lancert_protocol::HEADER_REPLAY_NONCE).and_then(parse_replay_nonce) {
+            self.nonce = Some(n);
         }
         let status = resp.status().as_u16();
         let location = header("Location");
@@ -236,7 +234,15 @@ impl Client {
                 url: url.into(),
                 status,
                 problem: None,
-                detail: "unexpected status (redirects are not followed)".into(),
+                // A redirect's target says who answered (a captive portal, a
+                // moved server); bounded, and header values are visible ASCII.
+                detail: match &location {
+                    Some(to) if (300..400).contains(&status) => format!(
+                        "redirect to {} not followed (redirects are never followed)",
+                        to.chars().take(200).collect::<String>()
+                    ),
+                    _ => "unexpected status (redirects are not followed)".into(),
+                },
                 retry_after,
             });
         }
@@ -286,19 +292,7 @@ impl Client {
         let url = self.directory()?.enroll;
         let payload = json!({"token": token, "agentVersion": env!("CARGO_PKG_VERSION")});
         let reply = self.post(doing, &url, key, Auth::Jwk, Some(&payload))?;
-        let v = reply_json(doing, &url, &reply)?;
-        let device = v.get("device").and_then(Value::as_str).unwrap_or_default();
-        let hostname = v.get("hostname").and_then(Value::as_str).unwrap_or_default();
-        if !is_device_id(device) {
-            return Err(Error::rejected(
-                doing,
-                format!("device id {device:?} is not 1-64 characters of [A-Za-z0-9_-]"),
-            ));
-        }
-        if !is_hostname(hostname) {
-            return Err(Error::rejected(doing, format!("{hostname:?} is not a valid hostname")));
-        }
-        Ok((device.to_string(), hostname.to_ascii_lowercase()))
+        parse_enrollment(&reply_json(doing, &url, &reply)?).map_err(|r| Error::rejected(doing, r))
     }
 
     /// Publishes `set` as the device's A/AAAA records (protocol §7); returns
@@ -391,6 +385,13 @@ fn describe(e: &ureq::Error) -> String {
         ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
             "connection refused (is the server running?)".into()
         }
+        // ureq says "Peer disconnected" for a body shorter than its
+        // Content-Length, rustls "peer closed connection without sending TLS
+        // close_notify: <docs URL>" for a stream cut mid-record: both are an
+        // answer cut off, which is what the operator needs to read.
+        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            "the connection closed before the answer was complete".into()
+        }
         other => other.to_string(),
     }
 }
@@ -403,7 +404,10 @@ fn reply_json(doing: &str, url: &str, reply: &Reply) -> Result<Value> {
     }
 }
 
-fn parse_problem(content_type: &str, body: &[u8]) -> (Option<ProblemType>, String) {
+/// The problem document (RFC 9457) of an error answer: its type, if known,
+/// and its detail, bounded; anything else than `application/problem+json`
+/// gives no problem and no detail.
+pub fn parse_problem(content_type: &str, body: &[u8]) -> (Option<ProblemType>, String) {
     if !content_type.starts_with(CONTENT_TYPE_PROBLEM) {
         return (None, String::new());
     }
@@ -426,7 +430,9 @@ fn parse_problem(content_type: &str, body: &[u8]) -> (Option<ProblemType>, Strin
     (problem, detail)
 }
 
-fn parse_directory(v: &Value) -> std::result::Result<Directory, String> {
+/// The directory (protocol §4): protocol version 1 and an https URL for
+/// every endpoint.
+pub fn parse_directory(v: &Value) -> std::result::Result<Directory, String> {
     if v.pointer("/meta/protocol").and_then(Value::as_u64) != Some(lancert_protocol::PROTOCOL_VERSION) {
         return Err("the server does not speak protocol version 1 (meta.protocol)".into());
     }
@@ -443,7 +449,9 @@ fn parse_directory(v: &Value) -> std::result::Result<Directory, String> {
     })
 }
 
-fn parse_window(v: Option<&Value>) -> std::result::Result<Option<Window>, String> {
+/// A suggested renewal window (protocol §8.3): absent or null is none; a
+/// present one must have RFC 3339 `start` and `end`, `end` later.
+pub fn parse_window(v: Option<&Value>) -> std::result::Result<Option<Window>, String> {
     let Some(v) = v.filter(|v| !v.is_null()) else {
         return Ok(None);
     };
@@ -460,7 +468,23 @@ fn parse_window(v: Option<&Value>) -> std::result::Result<Option<Window>, String
     Ok(Some(Window { start, end }))
 }
 
-fn parse_order(doing: &str, url: &str, reply: &Reply, order_url: String) -> Result<Order> {
+/// The enrollment answer (protocol §6): the device id and the hostname the
+/// server assigned, lower-cased.
+pub fn parse_enrollment(v: &Value) -> std::result::Result<(String, String), String> {
+    let device = v.get("device").and_then(Value::as_str).unwrap_or_default();
+    let hostname = v.get("hostname").and_then(Value::as_str).unwrap_or_default();
+    if !is_device_id(device) {
+        return Err(format!("device id {device:?} is not 1-64 characters of [A-Za-z0-9_-]"));
+    }
+    if !is_hostname(hostname) {
+        return Err(format!("{hostname:?} is not a valid hostname"));
+    }
+    Ok((device.to_string(), hostname.to_ascii_lowercase()))
+}
+
+/// An order object (protocol §8.3) from `reply`, the answer of `url`;
+/// `order_url` is the order's own URL.
+pub fn parse_order(doing: &str, url: &str, reply: &Reply, order_url: String) -> Result<Order> {
     let v = reply_json(doing, url, reply)?;
     let reject = |r: String| Error::rejected(doing, r);
     let status = match v.get("status").and_then(Value::as_str) {
@@ -498,6 +522,13 @@ fn parse_order(doing: &str, url: &str, reply: &Reply, order_url: String) -> Resu
         error,
         retry_after: reply.retry_after,
     })
+}
+
+/// A `Replay-Nonce` header worth keeping: base64url (RFC 8555 §6.5.1), at
+/// most 256 characters; anything else is ignored (the next request fetches
+/// a fresh nonce).
+pub fn parse_replay_nonce(value: String) -> Option<String> {
+    (value.len() <= 256 && base64url::decode(&value).is_ok()).then_some(value)
 }
 
 /// Parses `Retry-After` (RFC 9110 §10.2.3): delay-seconds or an HTTP date,

@@ -146,12 +146,20 @@ impl Config {
             None if allow_missing => b"{}".to_vec(),
             None => return Err(Error::io(DOING, file, std::io::ErrorKind::NotFound.into())),
         };
-        let text = String::from_utf8(bytes).map_err(|_| Error::Config {
+        Config::parse_bytes(file, &bytes, server_required)
+    }
+
+    /// Parses the configuration file's bytes as read from disk (UTF-8 JSON);
+    /// `file` is only used in messages and to resolve relative paths. This
+    /// is what [`Config::load`] runs, and what the `agent_config` fuzz
+    /// target feeds arbitrary bytes.
+    pub fn parse_bytes(file: &Path, bytes: &[u8], server_required: bool) -> Result<Config> {
+        let text = std::str::from_utf8(bytes).map_err(|_| Error::Config {
             file: file.to_path_buf(),
             field: String::new(),
             problem: "not valid UTF-8".into(),
         })?;
-        Config::parse(file, &text, server_required)
+        Config::parse(file, text, server_required)
     }
 
     /// Parses configuration text; `file` is only used in messages and to

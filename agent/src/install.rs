@@ -3,21 +3,31 @@
 //!
 //! What is guaranteed, honestly: each file is replaced atomically (a reader
 //! sees the old or the new file, never a torn one, also after a power cut);
-//! the previous set is saved as `<file>.bak` before anything changes, so it
-//! can be put back; and every new file is written and fsynced under a
-//! temporary name before the first rename, so a full disk or a permission
-//! problem fails the install before anything the web server reads has
-//! changed. What cannot be guaranteed with four separate files is that the
-//! set changes at one instant: between the renames, a web server that
-//! (re)starts on its own could read a key that does not match its
-//! certificate. The renames follow each other with nothing in between, and
-//! web servers only read these files when told to reload, which happens
-//! after the install. If power fails between two renames, the next check
-//! finds the key not matching the certificate and renews (the `.bak` set
-//! is still there for an operator).
-
+//! every changed backup and every new file is written and fsynced under a
+//! temporary name before anything is renamed, so a full disk or a
+//! permission problem fails the install before any file on disk has
+//! changed; then the previous set is put in place as `<file>.bak` (the
+//! key's backup removed first and renamed in last, so a `.bak` key always
+//! belongs to the `.bak` certificate beside it) and made durable before the
+//! first rename of the set.
+//!
+//! What cannot be guaranteed with four separate files is that the set
+//! changes at one instant: rename(2) swaps one name at a time, and any order
+//! of the renames has a moment where the key belongs to the new certificate
+//! and another file to the old one. The order chain, certificate, key,
+//! fullchain puts the key between the two files web servers pair it with,
+//! the leaf (uhttpd `cert`+`key`, lighttpd `ssl.pemfile`+`ssl.privkey`) and
+//! the fullchain (nginx `ssl_certificate`+`ssl_certificate_key`), so each
+//! pair is out of step for one rename only. The renames follow each other
+//! with nothing in between, and web servers only read these files when
+//! told to reload, which happens after the install. If the agent dies or
+//! the power fails between two renames, the `.bak` set is whole and on the
+//! storage, and the next check puts it back before anything else, without
+//! the server (`renew::repair_torn_set`); then it renews if due.
 use crate::atomic::{self, Staged};
+use crate::certificate;
 use crate::error::{Error, Result};
+use crate::keygen::CertKey;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -163,11 +173,17 @@ fn install_with(paths: &Paths, new: &Material, commit: impl Fn(Staged) -> Result
         atomic::create_parent_dirs(part.path, DOING)?;
     }
 
-    let mut backup = Backup::default();
-    for (part, slot) in parts.iter().zip(backups(&mut backup)) {
-        *slot = save_backup(part)?;
+    // Everything is written and fsynced under temporary names first: the
+    // backups that change, then the new files. A full disk or a read-only
+    // directory fails here, before any file on disk has changed, and
+    // dropping what was staged removes the temporaries.
+    let plan = plan_backup(&parts)?;
+    let mut staged_backups: Vec<(usize, Staged)> = Vec::with_capacity(plan.write.len());
+    for (i, data) in &plan.write {
+        let part = &parts[*i];
+        let doing = format!("{DOING}: backing up {}", part.what);
+        staged_backups.push((*i, atomic::stage(&backup_path(part.path), data, part.mode, &doing)?));
     }
-
     let mut staged: Vec<Staged> = Vec::with_capacity(4);
     for (part, data) in parts.iter().zip(contents(new)) {
         staged.push(atomic::stage(
@@ -177,35 +193,49 @@ fn install_with(paths: &Paths, new: &Material, commit: impl Fn(Staged) -> Result
             &format!("{DOING}: {}", part.what),
         )?);
     }
+
+    commit_backups(&parts, &plan, staged_backups)?;
     // Dropping the not yet committed ones below removes their temporaries.
     for file in staged {
         if let Err(e) = commit(file) {
-            return Err(with_rollback(e, rollback(paths, &backup)));
+            return Err(with_rollback(e, rollback(paths, &plan.backup)));
         }
     }
     if let Err(e) = sync_dirs(&parts) {
-        return Err(with_rollback(e, rollback(paths, &backup)));
+        return Err(with_rollback(e, rollback(paths, &plan.backup)));
     }
-    Ok(backup)
+    Ok(plan.backup)
 }
 
 /// Puts the backed-up set back, each file atomically; parts that did not
-/// exist before the install are removed. Tries every part and reports the
-/// first failure.
+/// exist before the install are removed. Every saved file is read and
+/// staged before the first rename, so an unreadable backup or a full disk
+/// changes nothing; then every part is tried and the first failure is
+/// reported.
 pub fn rollback(paths: &Paths, backup: &Backup) -> Result<()> {
     const DOING: &str = "rolling back certificate";
     let parts = parts(paths);
-    let mut first_error = None;
+    let mut staged: Vec<Option<Staged>> = Vec::with_capacity(4);
     for (part, saved) in parts.iter().zip(backups_ref(backup)) {
-        let restored = match saved {
+        staged.push(match saved {
             Some(bak) => {
                 let doing = format!("{DOING}: reading backup");
-                atomic::read_bounded(bak, MAX_FILE_BYTES, &doing).and_then(|data| match data {
-                    Some(data) => atomic::stage(part.path, &data, part.mode, &format!("{DOING}: {}", part.what))
-                        .and_then(Staged::commit),
-                    None => Err(Error::io(doing, bak, io::Error::from(io::ErrorKind::NotFound))),
-                })
+                let data = atomic::read_bounded(bak, MAX_FILE_BYTES, &doing)?
+                    .ok_or_else(|| Error::io(doing, bak, io::Error::from(io::ErrorKind::NotFound)))?;
+                Some(atomic::stage(
+                    part.path,
+                    &data,
+                    part.mode,
+                    &format!("{DOING}: {}", part.what),
+                )?)
             }
+            None => None,
+        });
+    }
+    let mut first_error = None;
+    for (part, file) in parts.iter().zip(staged) {
+        let restored = match file {
+            Some(file) => file.commit(),
             None => match std::fs::remove_file(part.path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => {
                     Err(Error::io(format!("{DOING}: removing new {}", part.what), part.path, e))
@@ -221,6 +251,45 @@ pub fn rollback(paths: &Paths, backup: &Backup) -> Result<()> {
         first_error.get_or_insert(e);
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// The `.bak` set as a [`Backup`] to restore with [`rollback`], if all four
+/// files are there and the key, certificate and fullchain belong together
+/// ([`belong_together`]); `None` otherwise.
+pub fn whole_backup(paths: &Paths) -> Option<Backup> {
+    let parts = parts(paths);
+    let saved = read_parts(&parts, backup_path);
+    if saved.iter().any(Option::is_none) || !set_is_whole(&saved) {
+        return None;
+    }
+    Some(Backup {
+        key: Some(backup_path(&paths.key)),
+        cert: Some(backup_path(&paths.cert)),
+        chain: Some(backup_path(&paths.chain)),
+        fullchain: Some(backup_path(&paths.fullchain)),
+    })
+}
+
+/// Whether a key, a leaf certificate and a fullchain belong together as a
+/// web server needs them: the key is the certificate's and the fullchain
+/// starts with that certificate. Costs one P-256 public-key derivation.
+pub fn belong_together(key_pem: &[u8], cert_pem: &[u8], fullchain_pem: &[u8]) -> bool {
+    let Ok(key_pem) = std::str::from_utf8(key_pem) else {
+        return false;
+    };
+    let Ok(key) = CertKey::from_pkcs8_pem(key_pem) else {
+        return false;
+    };
+    let (Ok(cert), Ok(fullchain)) = (
+        certificate::pem_to_der_chain(cert_pem),
+        certificate::pem_to_der_chain(fullchain_pem),
+    ) else {
+        return false;
+    };
+    let Some(leaf) = cert.first() else {
+        return false;
+    };
+    fullchain.first() == Some(leaf) && certificate::inspect(leaf).is_ok_and(|info| info.spki_der == key.spki_der())
 }
 
 /// Reads the installed set back: `Ok(None)` if the certificate file is
@@ -267,27 +336,123 @@ fn check_distinct(paths: &Paths) -> Result<()> {
     Ok(())
 }
 
-/// Copies the current file (if any) to `<file>.bak`, atomically; the key's
-/// backup is 0600 like the key. A stale `.bak` of a part that no longer
-/// exists is removed so the files on disk tell the same story as the
-/// returned [`Backup`].
-fn save_backup(part: &Part<'_>) -> Result<Option<PathBuf>> {
-    let doing = format!("installing certificate: backing up {}", part.what);
-    let bak = backup_path(part.path);
-    match atomic::read_bounded(part.path, MAX_FILE_BYTES, &doing)? {
-        Some(data) => {
-            atomic::write_if_changed(&bak, &data, part.mode, &doing)?;
-            Ok(Some(bak))
+/// Index of the key in [`parts`].
+const KEY: usize = 2;
+
+/// What an install does to the `.bak` files before it touches the set.
+#[derive(Default)]
+struct BackupPlan {
+    /// Where the previous set is kept (what [`install`] returns).
+    backup: Backup,
+    /// Backups to write: index in [`parts`], content.
+    write: Vec<(usize, Vec<u8>)>,
+    /// Backups to remove: parts that do not exist now.
+    remove: Vec<usize>,
+}
+
+/// Decides what to back up. The installed files are copied to `<file>.bak`
+/// (the key's backup 0600 like the key) where the backup differs; a stale
+/// `.bak` of a part that no longer exists is removed, so the files on disk
+/// tell the same story as the returned [`Backup`]. One exception: when the
+/// installed key, certificate and fullchain do not belong together (an
+/// install interrupted by a crash that no run could repair yet) while the
+/// backup does, the backup is kept: it is the last set known to work, and
+/// what a failed reload rolls back to.
+fn plan_backup(parts: &[Part<'_>; 4]) -> Result<BackupPlan> {
+    let mut current = Vec::with_capacity(4);
+    for part in parts {
+        let doing = format!("installing certificate: backing up {}", part.what);
+        current.push(atomic::read_bounded(part.path, MAX_FILE_BYTES, &doing)?);
+    }
+    let mut plan = BackupPlan::default();
+    if !set_is_whole(&current) && set_is_whole(&read_parts(parts, backup_path)) {
+        log::warn!(
+            "the installed key, certificate and fullchain ({}) do not belong together; \
+             keeping the backup (*.bak) of the last set that did",
+            parts[1].path.display()
+        );
+        for (part, slot) in parts.iter().zip(backups(&mut plan.backup)) {
+            *slot = Some(backup_path(part.path));
         }
-        None => {
-            match std::fs::remove_file(&bak) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                    return Err(Error::io(format!("{doing}: removing stale backup"), &bak, e));
+        return Ok(plan);
+    }
+    for (i, (part, data)) in parts.iter().zip(current).enumerate() {
+        let bak = backup_path(part.path);
+        match data {
+            Some(data) => {
+                if !atomic::holds_exactly(&bak, &data, part.mode) {
+                    plan.write.push((i, data));
                 }
-                _ => {}
+                *backups(&mut plan.backup)[i] = Some(bak);
             }
-            Ok(None)
+            None => plan.remove.push(i),
         }
+    }
+    // The key's backup is rewritten whenever any backup changes (see
+    // [`commit_backups`]).
+    let changes = !plan.write.is_empty() || plan.remove.iter().any(|i| backup_path(parts[*i].path).exists());
+    if changes && !plan.write.iter().any(|(i, _)| *i == KEY) && !plan.remove.contains(&KEY) {
+        let doing = "installing certificate: backing up key";
+        if let Some(key) = atomic::read_bounded(parts[KEY].path, MAX_FILE_BYTES, doing)? {
+            plan.write.push((KEY, key));
+        }
+    }
+    Ok(plan)
+}
+
+/// Puts the staged backups in place. The key's backup goes first and comes
+/// back last, each step made durable (directory fsync) before the next: so
+/// whenever the install is interrupted, a `.bak` key on disk belongs to
+/// the `.bak` certificate and fullchain beside it, and the whole backup is
+/// on the storage before the first rename of the set.
+fn commit_backups(parts: &[Part<'_>; 4], plan: &BackupPlan, staged: Vec<(usize, Staged)>) -> Result<()> {
+    if staged.is_empty() && plan.remove.is_empty() {
+        return Ok(());
+    }
+    let remove = |i: usize| -> Result<()> {
+        let bak = backup_path(parts[i].path);
+        match std::fs::remove_file(&bak) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io(
+                format!(
+                    "installing certificate: backing up {}: removing the old backup",
+                    parts[i].what
+                ),
+                &bak,
+                e,
+            )),
+            _ => Ok(()),
+        }
+    };
+    remove(KEY)?;
+    atomic::fsync_dir(&atomic::parent_dir(parts[KEY].path))?;
+    for i in plan.remove.iter().filter(|i| **i != KEY) {
+        remove(*i)?;
+    }
+    let (key, others): (Vec<_>, Vec<_>) = staged.into_iter().partition(|(i, _)| *i == KEY);
+    for (_, file) in others.into_iter().chain(key) {
+        file.commit()?;
+    }
+    sync_dirs(parts)
+}
+
+/// Reads each part at `path_of(part path)`; a missing or unreadable file
+/// is `None`.
+fn read_parts(parts: &[Part<'_>; 4], path_of: impl Fn(&Path) -> PathBuf) -> Vec<Option<Vec<u8>>> {
+    parts
+        .iter()
+        .map(|part| {
+            atomic::read_bounded(&path_of(part.path), MAX_FILE_BYTES, "reading")
+                .ok()
+                .flatten()
+        })
+        .collect()
+}
+
+/// [`belong_together`] for parts read in [`parts`] order.
+fn set_is_whole(read: &[Option<Vec<u8>>]) -> bool {
+    match read {
+        [_, Some(cert), Some(key), Some(fullchain)] => belong_together(key, cert, fullchain),
+        _ => false,
     }
 }
 
@@ -448,6 +613,86 @@ mod tests {
         paths.fullchain = paths.cert.clone();
         let err = install(&paths, &material("x")).unwrap_err().to_string();
         assert!(err.contains("both be written"), "{err}");
+    }
+
+    /// A real set (key, self-signed leaf) that [`belong_together`] accepts.
+    fn real(tag: &str) -> Material {
+        let key = CertKey::generate().unwrap();
+        crate::self_signed::generate(&key, &format!("{tag}.example.com"), 1_700_000_000).unwrap()
+    }
+
+    fn backup_of(paths: &Paths) -> Material {
+        let read = |p: &Path| fs::read_to_string(backup_path(p)).unwrap();
+        Material {
+            key_pem: read(&paths.key),
+            cert_pem: read(&paths.cert),
+            chain_pem: read(&paths.chain),
+            fullchain_pem: read(&paths.fullchain),
+        }
+    }
+
+    #[test]
+    fn whole_sets_and_torn_ones() {
+        let (a, b) = (real("a"), real("b"));
+        let whole =
+            |m: &Material| belong_together(m.key_pem.as_bytes(), m.cert_pem.as_bytes(), m.fullchain_pem.as_bytes());
+        assert!(whole(&a));
+        assert!(!whole(&Material {
+            key_pem: b.key_pem.clone(),
+            ..a.clone()
+        }));
+        assert!(!whole(&Material {
+            fullchain_pem: b.fullchain_pem.clone(),
+            ..a.clone()
+        }));
+        assert!(!whole(&material("fake")));
+
+        let d = TempDir::new("install");
+        let paths = paths_in(&d, "w");
+        install(&paths, &a).unwrap();
+        assert_eq!(whole_backup(&paths), None, "no backup after a first install");
+        install(&paths, &b).unwrap();
+        assert_eq!(backup_of(&paths), a);
+        assert_eq!(whole_backup(&paths).unwrap().key, Some(backup_path(&paths.key)));
+        fs::write(backup_path(&paths.key), &b.key_pem).unwrap();
+        assert_eq!(whole_backup(&paths), None, "a backup key of another set");
+    }
+
+    #[test]
+    fn a_torn_set_is_not_backed_up_over_a_whole_backup() {
+        let (a, b, c) = (real("a"), real("b"), real("c"));
+        let d = TempDir::new("install");
+        let paths = paths_in(&d, "t");
+        install(&paths, &a).unwrap();
+        install(&paths, &b).unwrap();
+        // An install of c interrupted after the certificate's rename: c's
+        // leaf with b's key.
+        fs::write(&paths.cert, &c.cert_pem).unwrap();
+        fs::write(&paths.chain, &c.chain_pem).unwrap();
+        let backup = install(&paths, &c).unwrap();
+        assert_eq!(backup_of(&paths), a, "the last whole set was replaced by a torn one");
+        assert_eq!(read_installed(&paths).unwrap().unwrap(), c);
+        // A failed reload rolls back to the last whole set.
+        rollback(&paths, &backup).unwrap();
+        assert_eq!(read_installed(&paths).unwrap().unwrap(), a);
+    }
+
+    #[test]
+    fn unchanged_backups_are_not_rewritten() {
+        let (a, b) = (real("a"), real("b"));
+        let d = TempDir::new("install");
+        let paths = paths_in(&d, "k");
+        install(&paths, &a).unwrap();
+        install(&paths, &b).unwrap();
+        install(&paths, &b).unwrap();
+        assert_eq!(backup_of(&paths), b);
+        let key_bak = backup_path(&paths.key);
+        let before = fs::metadata(&key_bak).unwrap().modified().unwrap();
+        // The same set once more: the backups already hold it (flash wears).
+        install(&paths, &b).unwrap();
+        assert_eq!(fs::metadata(&key_bak).unwrap().modified().unwrap(), before);
+        assert_eq!(backup_of(&paths), b);
+        assert_eq!(mode_of(&key_bak), 0o600);
     }
 
     #[test]

@@ -15,6 +15,8 @@ pub mod config;
 pub mod csr;
 pub mod daemon;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod identity;
 pub mod install;
 pub mod keygen;

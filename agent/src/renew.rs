@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::install::{self, Material, Paths};
 use crate::keygen::CertKey;
+use crate::renewal_window::Installed;
 use crate::schedule::{clamp_retry_after, Random};
 use crate::state::{Enrollment, PendingOrder, RenewalPlan, State, StateDir};
 use crate::trust::TrustAnchors;
@@ -62,6 +63,57 @@ pub fn install_self_signed(config: &Config, hostname: &str) -> Result<()> {
         log::warn!("{e}");
     }
     Ok(())
+}
+
+/// Puts the previous set back when the installed one does not hold
+/// together: a key that is not the certificate's, a certificate that does
+/// not parse, or a fullchain that does not start with the certificate. An
+/// install interrupted between its renames (the agent killed, the power
+/// cut) leaves such a set, and a web server refuses to load it when it
+/// next starts; the `.bak` set was whole and durable before the first
+/// rename (see `install`). This runs before the renewal decision and needs
+/// no server, so the web server gets a working set back even while the
+/// server cannot be reached; a renewal, if due, follows as usual. Nothing
+/// is done unless the `.bak` set is whole. Returns whether it restored it.
+pub fn repair_torn_set(config: &Config, current: &Installed) -> Result<bool> {
+    let torn = match current {
+        Installed::Missing => false,
+        Installed::Corrupt(_) | Installed::Present { key_matches: false, .. } => true,
+        Installed::Present { .. } => !fullchain_starts_with_cert(config),
+    };
+    if !torn {
+        return Ok(false);
+    }
+    let paths = paths(config);
+    let Some(backup) = install::whole_backup(&paths) else {
+        return Ok(false);
+    };
+    log::warn!(
+        "the installed key, certificate and fullchain ({}, {}, {}) do not belong together, \
+         as an interrupted install leaves them; putting back the previous set from the .bak files",
+        paths.key.display(),
+        paths.cert.display(),
+        paths.fullchain.display()
+    );
+    install::rollback(&paths, &backup)?;
+    if let Err(e) = reload_and_verify(config, None) {
+        log::warn!("reloading the web server after putting the previous set back: {e}");
+    }
+    Ok(true)
+}
+
+/// Whether the fullchain file starts with the certificate file's
+/// certificate (no key or signature math: cheap enough for every check).
+/// A missing or unreadable file counts as not.
+pub fn fullchain_starts_with_cert(config: &Config) -> bool {
+    let first = |path: &std::path::Path| {
+        let pem = crate::atomic::read_bounded(path, 1 << 20, "reading").ok().flatten()?;
+        crate::certificate::pem_to_der_chain(&pem).ok()?.into_iter().next()
+    };
+    match (first(&config.cert_file), first(&config.fullchain_file)) {
+        (Some(cert), Some(fullchain)) => cert == fullchain,
+        _ => false,
+    }
 }
 
 /// Runs the reload command and, if configured, checks that the web server
@@ -163,7 +215,16 @@ pub fn renew(
         fullchain_pem: valid.fullchain_pem.clone(),
     };
     let paths = paths(config);
-    let backup = install::install(&paths, &material)?;
+    state.reload_pending = true;
+    dir.save(state)?;
+    let backup = match install::install(&paths, &material) {
+        Ok(backup) => backup,
+        Err(e) => {
+            // Nothing changed; the caller saves the state.
+            state.reload_pending = false;
+            return Err(e);
+        }
+    };
     let leaf_der = crate::certificate::pem_to_der_chain(valid.leaf_pem.as_bytes())
         .ok()
         .and_then(|mut v| (!v.is_empty()).then(|| v.swap_remove(0)))
@@ -174,12 +235,14 @@ pub fn renew(
         if let Err(again) = reload_and_verify(config, None) {
             log::error!("reloading after the rollback also failed: {again}");
         }
+        state.reload_pending = false;
         return Err(Error::Command {
             doing: "reloading the web server with the new certificate".into(),
             detail: format!("{e}; the previous certificate was put back"),
         });
     }
 
+    state.reload_pending = false;
     state.renewal = order.renewal.map(|w| RenewalPlan::draw(&valid.info.serial_hex, w, rng));
     dir.save(state)?;
     log::info!(
@@ -200,6 +263,13 @@ fn start_order(
 ) -> Result<(CertKey, crate::client::Order)> {
     // A fresh key for every renewal, generated here and never sent anywhere.
     dir.create()?;
+    // Whenever the state names a pending order, pending.key holds that
+    // order's key: a stale order (its key gone, e.g. after a crash) is
+    // forgotten on disk before a new key takes the file, else a later check
+    // would resume the old order with the new key.
+    if state.pending_order.take().is_some() {
+        dir.save(state)?;
+    }
     let _ = std::fs::remove_file(dir.pending_key());
     let key = identity::create(&dir.pending_key(), "the new certificate key")?;
     let csr = csr::build(&key, hostname)?;
@@ -216,10 +286,27 @@ fn start_order(
 
 fn forget_pending(dir: &StateDir, state: &mut State) -> Result<()> {
     state.pending_order = None;
+    // The state first, the key second: a crash in between leaves a key no
+    // order names (the next order removes it), never an order without its
+    // key.
+    dir.save(state)?;
     match std::fs::remove_file(dir.pending_key()) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io("removing the finished order's key", dir.pending_key(), e)),
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("removing the finished order's key", dir.pending_key(), e)),
     }
-    dir.save(state).map(|_| ())
+}
+
+/// Reloads the web server with the installed set when the last install was
+/// interrupted before its reload (`State::reload_pending`), and checks that
+/// the installed leaf is served. Needs no server.
+pub fn reload_interrupted_install(config: &Config, hostname: &str) -> Result<()> {
+    log::warn!(
+        "the last install of {} was interrupted before the web server was reloaded; reloading it now",
+        config.cert_file.display()
+    );
+    let leaf = crate::atomic::read_bounded(&config.cert_file, 1 << 20, "reading the installed certificate")?
+        .and_then(|pem| crate::certificate::pem_to_der_chain(&pem).ok())
+        .and_then(|chain| chain.into_iter().next());
+    reload_and_verify(config, leaf.as_deref().map(|leaf| (hostname, leaf)))
 }

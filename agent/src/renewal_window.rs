@@ -37,6 +37,17 @@ pub enum Reason {
     LastThird,
     /// The moment picked inside the server's window has come.
     ServerWindow,
+    /// The fullchain file does not start with the installed certificate
+    /// (and the `.bak` set could not be put back).
+    FullchainMismatch,
+    /// The key file lets group or others read it: the key may have been
+    /// read, so it is replaced by a fresh one.
+    KeyExposed {
+        /// The key file.
+        path: std::path::PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
 }
 
 impl std::fmt::Display for Reason {
@@ -50,6 +61,15 @@ impl std::fmt::Display for Reason {
             Reason::Expired => f.write_str("the installed certificate has expired"),
             Reason::LastThird => f.write_str("less than a third of the certificate's lifetime is left"),
             Reason::ServerWindow => f.write_str("the server's renewal window has come"),
+            Reason::FullchainMismatch => {
+                f.write_str("the fullchain file does not start with the installed certificate")
+            }
+            Reason::KeyExposed { path, mode } => write!(
+                f,
+                "the key file {} has mode {mode:04o}: others may have read the private key, so it is replaced \
+                 by a fresh one (the current certificate stays in service until then)",
+                path.display()
+            ),
         }
     }
 }

@@ -6,7 +6,8 @@
 //! - `identity.key`: the identity key (see `identity.rs`), 0600;
 //! - `device.json`: device id, hostname and server, written at enrollment;
 //! - `state.json`: everything else, below;
-//! - `pending.key`: the key of an order still being issued, 0600.
+//! - `pending.key`: the key of an order still being issued, 0600; whenever
+//!   `state.json` names a pending order, this file holds that order's key.
 //!
 //! A missing or corrupt `state.json` is never by itself a reason to order a
 //! certificate: it only loses the schedule, which is recomputed from the
@@ -103,6 +104,12 @@ pub struct State {
     pub last_report_at: Option<i64>,
     /// An order still being issued.
     pub pending_order: Option<PendingOrder>,
+    /// A set is being installed and the web server has not been reloaded
+    /// with it yet: set (and saved) before the first rename, cleared once
+    /// the reload was tried. A check that finds it set reloads the web
+    /// server first, so a crash between install and reload cannot leave the
+    /// web server on the old set until it happens to restart.
+    pub reload_pending: bool,
 }
 
 impl State {
@@ -272,6 +279,7 @@ impl State {
             last_report: v.get("lastReport").filter(|r| r.is_object()).cloned(),
             last_report_at: time_field(v, "lastReportAt"),
             pending_order,
+            reload_pending: v.get("reloadPending").and_then(Value::as_bool).unwrap_or(false),
         }
     }
 
@@ -314,6 +322,9 @@ impl State {
                 json!({"url": p.url, "hostname": p.hostname, "notBefore": time(p.not_before)}),
             );
         }
+        if self.reload_pending {
+            m.insert("reloadPending".into(), true.into());
+        }
         Value::Object(m)
     }
 }
@@ -355,6 +366,7 @@ mod tests {
                 hostname: "h".into(),
                 not_before: 5,
             }),
+            reload_pending: true,
         };
         assert!(dir.save(&s).unwrap());
         assert_eq!(dir.load(), s);

@@ -23,6 +23,20 @@ pub const DEFAULT_NONCE_TTL_SECS: u64 = 600;
 /// duplicate-certificate limit (Let's Encrypt: 5 per week per name set)
 /// once a public CA is behind the [`crate::issuer::Issuer`].
 pub const DEFAULT_ORDERS_PER_HOUR: u32 = 5;
+/// Default limit of connections served at once; more are closed as soon
+/// as they are accepted. Each costs a task, a socket and TLS buffers
+/// (tens of KiB), and it stays under the 1024 file descriptors a process
+/// gets by default.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 512;
+/// Default time a client gets to finish the TLS handshake.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT_SECS: u64 = 10;
+/// Default time a client gets to send a request's line and headers, counted
+/// from when the server starts waiting for them (also on an idle
+/// keep-alive connection).
+pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 10;
+/// Default time one request may take once its headers are in, reading the
+/// body included.
+pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
 /// Largest configuration file read.
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 /// Default TTL of published records: short, so that an address change
@@ -222,6 +236,14 @@ pub struct Config {
     pub renewal_window: bool,
     /// Most orders one device may create per hour.
     pub orders_per_hour: u32,
+    /// Most connections served at once.
+    pub max_connections: u32,
+    /// Time a client gets to finish the TLS handshake.
+    pub tls_handshake_timeout_secs: u64,
+    /// Time a client gets to send a request's headers.
+    pub header_read_timeout_secs: u64,
+    /// Time one request may take, body included.
+    pub request_timeout_secs: u64,
 }
 
 impl Config {
@@ -252,7 +274,7 @@ impl Config {
     }
 }
 
-const FIELDS: [&str; 15] = [
+const FIELDS: [&str; 19] = [
     "listen",
     "public_url",
     "data_dir",
@@ -267,6 +289,10 @@ const FIELDS: [&str; 15] = [
     "orders_per_hour",
     "dns",
     "budget",
+    "max_connections",
+    "tls_handshake_timeout_secs",
+    "header_read_timeout_secs",
+    "request_timeout_secs",
     "$comment",
 ];
 
@@ -343,6 +369,14 @@ fn parse_object(obj: &Map<String, Value>, path: &Path, base: &Path) -> Result<Co
         orders_per_hour: opt_u64(obj, "orders_per_hour", 1..=10_000)?
             .map(|n| n as u32)
             .unwrap_or(DEFAULT_ORDERS_PER_HOUR),
+        max_connections: opt_u64(obj, "max_connections", 1..=1_000_000)?
+            .map(|n| n as u32)
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS),
+        tls_handshake_timeout_secs: opt_u64(obj, "tls_handshake_timeout_secs", 1..=3600)?
+            .unwrap_or(DEFAULT_TLS_HANDSHAKE_TIMEOUT_SECS),
+        header_read_timeout_secs: opt_u64(obj, "header_read_timeout_secs", 1..=3600)?
+            .unwrap_or(DEFAULT_HEADER_READ_TIMEOUT_SECS),
+        request_timeout_secs: opt_u64(obj, "request_timeout_secs", 1..=3600)?.unwrap_or(DEFAULT_REQUEST_TIMEOUT_SECS),
     })
 }
 
@@ -753,6 +787,10 @@ mod tests {
         assert_eq!(c.nonce_ttl_secs, 600);
         assert_eq!(c.orders_per_hour, 5);
         assert!(!c.renewal_window);
+        assert_eq!(c.max_connections, 512);
+        assert_eq!(c.tls_handshake_timeout_secs, 10);
+        assert_eq!(c.header_read_timeout_secs, 10);
+        assert_eq!(c.request_timeout_secs, 30);
     }
 
     #[test]
@@ -768,10 +806,18 @@ mod tests {
               "issuer": {"type": "local_ca", "validity_secs": 120, "delay_secs": 2},
               "retry_after_secs": 3,
               "nonce_ttl_secs": 60,
-              "renewal_window": true
+              "renewal_window": true,
+              "max_connections": 64,
+              "tls_handshake_timeout_secs": 5,
+              "header_read_timeout_secs": 4,
+              "request_timeout_secs": 20
             }"#,
         )
         .unwrap();
+        assert_eq!(c.max_connections, 64);
+        assert_eq!(c.tls_handshake_timeout_secs, 5);
+        assert_eq!(c.header_read_timeout_secs, 4);
+        assert_eq!(c.request_timeout_secs, 20);
         assert_eq!(c.public_url, "https://mgmt.example.com");
         assert_eq!(c.data_dir, PathBuf::from("/var/lib/lancert-server"));
         assert_eq!(
@@ -802,6 +848,14 @@ mod tests {
                 "`public_url`",
             ),
             (r#"{"zone":"a.b","data_dir":"d","tls_names":[]}"#, "`tls_names`"),
+            (
+                r#"{"zone":"a.b","data_dir":"d","max_connections":0}"#,
+                "`max_connections`",
+            ),
+            (
+                r#"{"zone":"a.b","data_dir":"d","header_read_timeout_secs":0}"#,
+                "`header_read_timeout_secs`",
+            ),
             (r#"{"zone":"a.b","data_dir":"d","tls_cert":"c.pem"}"#, "`tls_key`"),
             (
                 r#"{"zone":"a.b","data_dir":"d","issuer":{"type":"pki"}}"#,

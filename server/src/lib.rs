@@ -30,6 +30,8 @@ pub mod config;
 pub mod csr_check;
 pub mod dns;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod issuance;
 pub mod issuer;
 pub mod logger;

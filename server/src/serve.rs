@@ -1,13 +1,35 @@
 //! `lancert-server serve`: sets up the data directory (CA, TLS certificate,
 //! database), resumes unfinished orders, and serves HTTPS until SIGTERM or
 //! SIGINT.
+//!
+//! Every phase of a connection has a bound, so that clients that never
+//! finish (a TLS handshake left open, headers sent a byte at a time, a body
+//! that never ends, an idle keep-alive connection) cannot pile up:
+//!
+//! | phase | bound |
+//! |---|---|
+//! | connections at once | `max_connections` (512); more are closed as soon as they are accepted |
+//! | TLS handshake | `tls_handshake_timeout_secs` (10 s) |
+//! | request line and headers | `header_read_timeout_secs` (10 s), at most [`MAX_HEAD_BYTES`] (else 431) |
+//! | the request, body included | `request_timeout_secs` (30 s, then 408; see `api`), body at most 64 KiB (else 413) |
+//!
+//! Only HTTP/1.1 is served (the TLS configuration offers only `http/1.1`
+//! by ALPN too): hyper's HTTP/2 detection would otherwise wait, without a
+//! time limit, for the first bytes of every connection.
 
+use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use axum_server::tls_rustls::RustlsConfig;
+use axum_server::accept::Accept;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::api::{self, App};
 use crate::config::{Config, DnsConfig, IssuerConfig};
@@ -26,8 +48,12 @@ use crate::tls;
 
 /// The database file in the data directory.
 pub const DB_FILE: &str = "lancert.sqlite3";
-/// A client must send its request headers within this time.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request line and headers, and so the read buffer each
+/// connection may fill (hyper's default is 408 KiB); larger heads get 431.
+/// The agent's are a few hundred bytes.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// At most one warning about refused connections per this interval.
+const REFUSAL_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 /// On SIGTERM/SIGINT, open requests get this long to finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How often expired orders and tokens are deleted.
@@ -124,6 +150,7 @@ async fn serve(config: &Config) -> Result<(), Error> {
         zone: config.zone.clone(),
         retry_after_secs: config.retry_after_secs,
         orders_per_hour: config.orders_per_hour,
+        request_timeout: Duration::from_secs(config.request_timeout_secs),
     });
     let resumed = issuance.resume()?;
     if resumed > 0 {
@@ -135,10 +162,19 @@ async fn serve(config: &Config) -> Result<(), Error> {
     let listener = std::net::TcpListener::bind(config.listen)
         .map_err(|e| Error::io("listening on", config.listen.to_string(), e))?;
     let handle = axum_server::Handle::new();
-    let mut server = axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(tls_config))
+    let header_read_timeout = Duration::from_secs(config.header_read_timeout_secs);
+    let tls = RustlsAcceptor::new(RustlsConfig::from_config(tls_config))
+        .handshake_timeout(Duration::from_secs(config.tls_handshake_timeout_secs));
+    let mut server = axum_server::from_tcp(listener)
         .map_err(|e| Error::io("listening on", config.listen.to_string(), e))?
+        .acceptor(ConnectionLimit::new(tls, config.max_connections as usize))
+        .http1_only()
         .handle(handle.clone());
-    server.http_builder().http1().header_read_timeout(HEADER_READ_TIMEOUT);
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(header_read_timeout)
+        .max_buf_size(MAX_HEAD_BYTES);
     let router = api::router(app);
     let serving = tokio::spawn(server.serve(router.into_make_service()));
 
@@ -162,6 +198,112 @@ async fn serve(config: &Config) -> Result<(), Error> {
         }
         Ok(Err(e)) => Err(Error::io("serving on", config.listen.to_string(), e)),
         Err(e) => Err(Error::Other(format!("server task failed: {e}"))),
+    }
+}
+
+/// An acceptor that gives each connection one of `max` slots for its whole
+/// life, TLS handshake included, and closes a connection at once when none
+/// is free: a flood of connections that never finish costs the server at
+/// most `max` sockets, each for at most the timeouts above.
+#[derive(Clone)]
+struct ConnectionLimit<A> {
+    inner: A,
+    slots: Arc<Semaphore>,
+    max: usize,
+    refusals: Arc<Refusals>,
+}
+
+impl<A> ConnectionLimit<A> {
+    fn new(inner: A, max: usize) -> ConnectionLimit<A> {
+        ConnectionLimit {
+            inner,
+            slots: Arc::new(Semaphore::new(max)),
+            max,
+            refusals: Arc::new(Refusals::default()),
+        }
+    }
+}
+
+impl<I, S, A> Accept<I, S> for ConnectionLimit<A>
+where
+    A: Accept<I, S>,
+    A::Future: Send + 'static,
+    A::Stream: Send + 'static,
+    A::Service: Send + 'static,
+{
+    type Stream = Slotted<A::Stream>;
+    type Service = A::Service;
+    type Future = crate::BoxFuture<'static, io::Result<(Self::Stream, Self::Service)>>;
+
+    fn accept(&self, stream: I, service: S) -> Self::Future {
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            // Dropping the stream closes the connection.
+            drop(stream);
+            self.refusals.note(self.max);
+            return Box::pin(std::future::ready(Err(io::Error::other("connection limit reached"))));
+        };
+        let accepting = self.inner.accept(stream, service);
+        Box::pin(async move {
+            let (inner, service) = accepting.await?;
+            Ok((Slotted { inner, _slot: slot }, service))
+        })
+    }
+}
+
+/// Counts refused connections and warns about them at most once per
+/// [`REFUSAL_WARNING_INTERVAL`], so that a flood does not flood the log.
+#[derive(Default)]
+struct Refusals {
+    total: AtomicU64,
+    last_warning: Mutex<Option<Instant>>,
+}
+
+impl Refusals {
+    fn note(&self, max: usize) {
+        let total = self.total.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut last = self.last_warning.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_none_or(|t| t.elapsed() >= REFUSAL_WARNING_INTERVAL) {
+            *last = Some(Instant::now());
+            log::warn!("{max} connections are open (max_connections): closing new ones at once ({total} so far)");
+        }
+    }
+}
+
+/// A connection's stream, holding its slot until the connection ends.
+struct Slotted<S> {
+    inner: S,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Slotted<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Slotted<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 

@@ -84,6 +84,9 @@ pub struct Agent {
     bin: PathBuf,
     /// An emulator the binary runs under (`LANCERT_AGENT_RUNNER`).
     runner: Option<PathBuf>,
+    /// A command prefix every run goes under, e.g. `ip netns exec NAME`
+    /// ([`Agent::set_prefix`]); empty for none.
+    prefix: Vec<String>,
     config_path: PathBuf,
     config: AgentConfig,
     log: PathBuf,
@@ -96,6 +99,7 @@ impl Agent {
         let mut a = Agent {
             bin: env.agent_bin(),
             runner: crate::env::agent_runner(),
+            prefix: Vec::new(),
             config_path,
             config,
             log: env.path(&format!("{name}.log")),
@@ -125,37 +129,51 @@ impl Agent {
         &self.config
     }
 
+    /// Runs every later command of this agent (checks, `status`, the
+    /// daemon) under the command prefix `prefix`, e.g.
+    /// [`Netns::exec_prefix`](crate::Netns::exec_prefix): the agent, and what
+    /// it starts (its reload command, so nginx), then live in that network
+    /// namespace.
+    pub fn set_prefix(&mut self, prefix: Vec<String>) {
+        self.prefix = prefix;
+    }
+
+    /// The words before `--config`: the prefix, then `middle` (e.g.
+    /// `/usr/bin/env K=V`), the emulator and the agent binary.
+    fn argv(&self, middle: &[String]) -> Vec<String> {
+        let mut all = self.prefix.clone();
+        all.extend_from_slice(middle);
+        if let Some(runner) = &self.runner {
+            all.push(runner.to_str().expect("UTF-8 path").to_string());
+        }
+        all.push(self.bin.to_str().expect("UTF-8 path").to_string());
+        all.extend([
+            "--config".to_string(),
+            self.config_path.to_str().expect("UTF-8 path").to_string(),
+        ]);
+        all
+    }
+
+    fn run_argv(&self, mut all: Vec<String>, args: &[&str]) -> Output {
+        all.extend(args.iter().map(|a| a.to_string()));
+        let words: Vec<&str> = all[1..].iter().map(String::as_str).collect();
+        let out = run(Path::new(&all[0]), &words, COMMAND_TIMEOUT);
+        self.append_log(&out);
+        out
+    }
+
     /// Runs `agent --config FILE ARGS…` (at most [`COMMAND_TIMEOUT`]). The
     /// run is appended to `<test dir>/<name>.log` for post-mortems.
     pub fn run(&self, args: &[&str]) -> Output {
-        let config = self.config_path.to_str().expect("UTF-8 path");
-        let bin = self.bin.to_str().expect("UTF-8 path");
-        let mut all = Vec::new();
-        if self.runner.is_some() {
-            all.push(bin);
-        }
-        all.extend(["--config", config]);
-        all.extend_from_slice(args);
-        let out = run(self.runner.as_ref().unwrap_or(&self.bin), &all, COMMAND_TIMEOUT);
-        self.append_log(&out);
-        out
+        self.run_argv(self.argv(&[]), args)
     }
 
     /// [`Agent::run`] with extra environment variables (through
     /// `/usr/bin/env`, so the command line shows them).
     pub fn run_with_env(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
-        let config = self.config_path.to_str().expect("UTF-8 path");
-        let bin = self.bin.to_str().expect("UTF-8 path");
-        let assignments: Vec<String> = vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let mut all: Vec<&str> = assignments.iter().map(String::as_str).collect();
-        if let Some(runner) = &self.runner {
-            all.push(runner.to_str().expect("UTF-8 path"));
-        }
-        all.extend([bin, "--config", config]);
-        all.extend_from_slice(args);
-        let out = run(std::path::Path::new("/usr/bin/env"), &all, COMMAND_TIMEOUT);
-        self.append_log(&out);
-        out
+        let mut env = vec!["/usr/bin/env".to_string()];
+        env.extend(vars.iter().map(|(k, v)| format!("{k}={v}")));
+        self.run_argv(self.argv(&env), args)
     }
 
     fn append_log(&self, out: &Output) {
@@ -220,6 +238,29 @@ impl Agent {
         FileSnapshot { files }
     }
 
+    /// Temporary files left next to the installed files or in the state
+    /// directory (the agent stages every write as `.NAME.tmp-PID`): after
+    /// any run, finished or failed, there must be none.
+    pub fn leftover_temporaries(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = self
+            .installed_files()
+            .iter()
+            .filter_map(|f| f.parent().map(Path::to_path_buf))
+            .collect();
+        dirs.push(self.state_dir());
+        dirs.sort();
+        dirs.dedup();
+        let mut found = Vec::new();
+        for dir in dirs {
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if e.file_name().to_string_lossy().contains(".tmp") {
+                    found.push(e.path());
+                }
+            }
+        }
+        found
+    }
+
     /// The `.bak` backup of an installed file.
     pub fn backup_of(path: &Path) -> PathBuf {
         let mut bak = path.to_path_buf().into_os_string();
@@ -240,17 +281,9 @@ impl Agent {
         log.push(".daemon");
         let log = PathBuf::from(log);
         let file = std::fs::File::create(&log).expect("creating daemon log");
-        let mut command = match &self.runner {
-            Some(runner) => {
-                let mut c = Command::new(runner);
-                c.arg(&self.bin);
-                c
-            }
-            None => Command::new(&self.bin),
-        };
-        let child = command
-            .arg("--config")
-            .arg(&self.config_path)
+        let argv = self.argv(&[]);
+        let child = Command::new(&argv[0])
+            .args(&argv[1..])
             .arg("run")
             .envs(vars.iter().copied())
             .stdin(Stdio::null())

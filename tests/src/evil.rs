@@ -70,7 +70,40 @@ pub enum Mode {
     Stall,
     /// Nothing listens: connections are refused.
     Down,
+    /// New orders are answered with HTTP `status` (a problem document for
+    /// 500 `serverInternal` and 502 `issuanceFailed`, a bare HTML page
+    /// otherwise), with `Retry-After: retry_after` when given.
+    ServerError {
+        /// The HTTP status.
+        status: u16,
+        /// The `Retry-After` header's value, if any.
+        retry_after: Option<&'static str>,
+    },
+    /// The directory answers `302 Found` with a `Location` pointing at
+    /// itself: a redirect loop.
+    RedirectLoop,
+    /// The directory answers `302 Found` with a `Location` of plain HTTP,
+    /// `http://127.0.0.1:{port}/v1/directory`.
+    RedirectToHttp {
+        /// The port of the plain-HTTP URL.
+        port: u16,
+    },
+    /// The server's own TLS certificate (not an issued chain) names only
+    /// [`OTHER_TLS_HOST`]: the agent must refuse the connection.
+    TlsWrongName,
+    /// The server's own TLS certificate expired yesterday.
+    TlsExpired,
+    /// The certificate download announces the whole chain in
+    /// `Content-Length`, sends half of it and closes the connection cleanly
+    /// (TLS `close_notify`): only the length shows that the body is cut.
+    TruncatedDownload,
+    /// The certificate download sends its headers, then nothing, holding
+    /// the connection open.
+    StallAfterHeaders,
 }
+
+/// The only name in the server's TLS certificate in [`Mode::TlsWrongName`].
+pub const OTHER_TLS_HOST: &str = "other-server.example.net";
 
 /// What the evil server saw since the last [`EvilServer::reset_stats`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -97,6 +130,8 @@ struct Shared {
     ca: TestCa,
     other_ca: TestCa,
     tls: Arc<ServerConfig>,
+    tls_wrong_name: Arc<ServerConfig>,
+    tls_expired: Arc<ServerConfig>,
     mode: Mutex<Mode>,
     stats: Mutex<Stats>,
     orders: Mutex<Vec<Order>>,
@@ -121,17 +156,9 @@ impl EvilServer {
         let ca = TestCa::new("Evil Test");
         let other_ca = TestCa::new("Untrusted Test");
         let now = crate::unix_now();
-        let (chain, key) = ca.issue_with_new_key(&["127.0.0.1", "localhost"], now - DAY, now + 30 * DAY);
-        let certs = CertificateDer::pem_slice_iter(chain.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .expect("server chain PEM");
-        let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("server key PEM");
-        let tls = ServerConfig::builder_with_provider(crate::tls::provider())
-            .with_safe_default_protocol_versions()
-            .expect("protocol versions")
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .expect("server certificate");
+        let tls = tls_config(&ca, &["127.0.0.1", "localhost"], now - DAY, now + 30 * DAY);
+        let tls_wrong_name = tls_config(&ca, &[OTHER_TLS_HOST], now - DAY, now + 30 * DAY);
+        let tls_expired = tls_config(&ca, &["127.0.0.1", "localhost"], now - 30 * DAY, now - DAY);
         let ca_path = dir.join("evil-ca.pem");
         std::fs::write(&ca_path, ca.root_pem()).expect("writing evil-ca.pem");
 
@@ -141,7 +168,9 @@ impl EvilServer {
             base: format!("https://127.0.0.1:{port}"),
             ca,
             other_ca,
-            tls: Arc::new(tls),
+            tls,
+            tls_wrong_name,
+            tls_expired,
             mode: Mutex::new(mode),
             stats: Mutex::new(Stats::default()),
             orders: Mutex::new(Vec::new()),
@@ -229,6 +258,23 @@ impl Drop for EvilServer {
     }
 }
 
+/// A TLS configuration with a fresh key and a certificate from `ca` for
+/// `names`, valid from `not_before` to `not_after`.
+fn tls_config(ca: &TestCa, names: &[&str], not_before: i64, not_after: i64) -> Arc<ServerConfig> {
+    let (chain, key) = ca.issue_with_new_key(names, not_before, not_after);
+    let certs = CertificateDer::pem_slice_iter(chain.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .expect("server chain PEM");
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("server key PEM");
+    let config = ServerConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server certificate");
+    Arc::new(config)
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -303,13 +349,22 @@ enum Answer {
     Send(Response),
     /// Hold the request without answering, then drop the connection.
     Stall,
+    /// Send the headers and half of the body, then close (`close_notify`).
+    Truncate(Response),
+    /// Send the headers, then hold the connection without a body.
+    HeadersThenStall(Response),
 }
 
 fn serve_connection(shared: Arc<Shared>, sock: TcpStream) {
     let _ = sock.set_nonblocking(false);
     let _ = sock.set_read_timeout(Some(IDLE_TIMEOUT));
     let _ = sock.set_write_timeout(Some(IDLE_TIMEOUT));
-    let Ok(conn) = ServerConnection::new(shared.tls.clone()) else {
+    let tls = match *lock(&shared.mode) {
+        Mode::TlsWrongName => shared.tls_wrong_name.clone(),
+        Mode::TlsExpired => shared.tls_expired.clone(),
+        _ => shared.tls.clone(),
+    };
+    let Ok(conn) = ServerConnection::new(tls) else {
         return;
     };
     let counting = Counting {
@@ -330,11 +385,32 @@ fn serve_connection(shared: Arc<Shared>, sock: TcpStream) {
             st.requests += 1;
             st.requests_seen.push(format!("{} {}", req.method, req.path));
         }
+        let stall = |shared: &Shared| {
+            let start = Instant::now();
+            while !shared.stop.load(Ordering::SeqCst) && start.elapsed() < STALL_LIMIT {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        };
         match answer(&shared, &req) {
             Answer::Stall => {
-                let start = Instant::now();
-                while !shared.stop.load(Ordering::SeqCst) && start.elapsed() < STALL_LIMIT {
-                    std::thread::sleep(Duration::from_millis(50));
+                stall(&shared);
+                return;
+            }
+            Answer::Truncate(resp) => {
+                let half = resp.body.len() / 2;
+                let w = stream.get_mut();
+                if write_head(w, &req, &resp).is_ok() && w.write_all(&resp.body[..half]).is_ok() {
+                    let _ = w.flush();
+                }
+                w.conn.send_close_notify();
+                let _ = w.flush();
+                return;
+            }
+            Answer::HeadersThenStall(resp) => {
+                let w = stream.get_mut();
+                if write_head(w, &req, &resp).is_ok() {
+                    let _ = w.flush();
+                    stall(&shared);
                 }
                 return;
             }
@@ -431,12 +507,25 @@ fn reason(status: u16) -> &'static str {
         202 => "Accepted",
         400 => "Bad Request",
         404 => "Not Found",
+        302 => "Found",
         405 => "Method Not Allowed",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
         _ => "Status",
     }
 }
 
 fn write_response(w: &mut impl Write, req: &Request, resp: &Response) -> std::io::Result<()> {
+    write_head(w, req, resp)?;
+    if req.method != "HEAD" {
+        w.write_all(&resp.body)?;
+    }
+    w.flush()
+}
+
+/// The status line and headers (`Content-Length` of the whole body).
+fn write_head(w: &mut impl Write, req: &Request, resp: &Response) -> std::io::Result<()> {
     let mut head = format!(
         "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
         resp.status,
@@ -452,9 +541,6 @@ fn write_response(w: &mut impl Write, req: &Request, resp: &Response) -> std::io
     }
     head.push_str("\r\n");
     w.write_all(head.as_bytes())?;
-    if req.method != "HEAD" {
-        w.write_all(&resp.body)?;
-    }
     w.flush()
 }
 
@@ -478,8 +564,8 @@ fn problem_response(kind: ProblemType, detail: &str) -> Response {
 
 fn answer(shared: &Shared, req: &Request) -> Answer {
     let mut resp = match route(shared, req) {
-        Ok(a @ Answer::Stall) => return a,
         Ok(Answer::Send(r)) => r,
+        Ok(other) => return other,
         Err(r) => r,
     };
     if req.method == "POST" || req.method == "HEAD" {
@@ -507,6 +593,18 @@ fn route(shared: &Shared, req: &Request) -> Result<Answer, Response> {
     let path = req.path.as_str();
     let send = |r| Ok(Answer::Send(r));
     match (req.method.as_str(), path) {
+        ("GET", "/v1/directory") if matches!(mode(shared), Mode::RedirectLoop | Mode::RedirectToHttp { .. }) => {
+            let to = match mode(shared) {
+                Mode::RedirectToHttp { port } => format!("http://127.0.0.1:{port}/v1/directory"),
+                _ => format!("{base}/v1/directory"),
+            };
+            send(Response {
+                status: 302,
+                content_type: "text/html",
+                headers: vec![("Location", to)],
+                body: b"<html>Found</html>".to_vec(),
+            })
+        }
         ("GET", "/v1/directory") => send(json_response(
             200,
             json!({
@@ -546,11 +644,16 @@ fn route(shared: &Shared, req: &Request) -> Result<Answer, Response> {
         }
         ("POST", _) if path.starts_with("/v1/certificates/") => {
             let order = order_index(shared, path, "/v1/certificates/")?;
-            send(Response {
+            let resp = Response {
                 status: 200,
                 content_type: lancert_protocol::CONTENT_TYPE_PEM_CHAIN,
                 headers: Vec::new(),
                 body: lock(&shared.orders)[order].download.clone(),
+            };
+            Ok(match mode(shared) {
+                Mode::TruncatedDownload => Answer::Truncate(resp),
+                Mode::StallAfterHeaders => Answer::HeadersThenStall(resp),
+                _ => Answer::Send(resp),
             })
         }
         _ => Err(problem_response(
@@ -558,6 +661,29 @@ fn route(shared: &Shared, req: &Request) -> Result<Answer, Response> {
             &format!("no route for {} {path}", req.method),
         )),
     }
+}
+
+fn mode(shared: &Shared) -> Mode {
+    *lock(&shared.mode)
+}
+
+/// The [`Mode::ServerError`] answer.
+fn server_error(status: u16, retry_after: Option<&'static str>) -> Response {
+    let mut resp = match status {
+        500 => problem_response(ProblemType::ServerInternal, "the evil server failed on purpose"),
+        502 => problem_response(ProblemType::IssuanceFailed, "the evil server's CA is away"),
+        _ => Response {
+            status,
+            content_type: "text/html",
+            headers: Vec::new(),
+            body: format!("<html><h1>{status} {}</h1></html>", reason(status)).into_bytes(),
+        },
+    };
+    resp.status = status;
+    if let Some(v) = retry_after {
+        resp.headers.push(("Retry-After", v.to_string()));
+    }
+    resp
 }
 
 impl Response {
@@ -590,13 +716,24 @@ fn new_order(shared: &Shared, req: &Request) -> Result<Answer, Response> {
     if mode == Mode::Stall {
         return Ok(Answer::Stall);
     }
+    if let Mode::ServerError { status, retry_after } = mode {
+        return Err(server_error(status, retry_after));
+    }
     let now = crate::unix_now();
     let host = EVIL_HOSTNAME;
     let ca = &shared.ca;
     let download = match mode {
-        Mode::Good | Mode::InvalidJson | Mode::Stall | Mode::Down => {
-            ca.issue(&key, &[host], now - 80 * DAY, now + 10 * DAY)
-        }
+        Mode::Good
+        | Mode::InvalidJson
+        | Mode::Stall
+        | Mode::Down
+        | Mode::ServerError { .. }
+        | Mode::RedirectLoop
+        | Mode::RedirectToHttp { .. }
+        | Mode::TlsWrongName
+        | Mode::TlsExpired
+        | Mode::TruncatedDownload
+        | Mode::StallAfterHeaders => ca.issue(&key, &[host], now - 80 * DAY, now + 10 * DAY),
         Mode::GoodFresh => ca.issue(&key, &[host], now - DAY, now + 89 * DAY),
         Mode::WrongKey => ca.issue_with_new_key(&[host], now - DAY, now + 89 * DAY).0,
         Mode::WrongName => ca.issue(&key, &["someone-else.devices.example.com"], now - DAY, now + 89 * DAY),

@@ -10,11 +10,14 @@
 //! | [`TestEnv`] | a private temporary directory, free loopback ports, the binaries' paths |
 //! | [`Server`] | `lancert-server serve` in local-CA mode, plus its `token`/`records`/`devices` commands |
 //! | [`Agent`] | an agent configuration file and runs of the `agent` binary with a time limit |
+//! | [`attacker`] | a hostile client: signed requests changed one way at a time, slow and oversized connections, database snapshots |
 //! | [`dig()`] | a non-recursive `dig` query to one DNS server |
 //! | [`Pebble`] | Debian's pebble, the ACME test CA, resolving challenges through the test's DNS server |
 //! | [`Nginx`] | Debian's nginx serving the agent's certificate files on a loopback port |
 //! | [`Bind`] | Debian's BIND9 as the primary of a test zone on a loopback port, updatable with a TSIG key |
 //! | [`EvilServer`] | an in-process protocol server whose answers a test can make wrong, one way at a time |
+//! | [`Netns`] | a private network namespace the server, the agent and nginx run in (`ip netns`) |
+//! | [`FaultyRelay`] | a TCP relay between agent and server that adds latency, loss, resets and cuts |
 //! | [`scenario`] | set-ups several tests share: a provisioned device with nginx in front |
 //! | [`tls`] | client handshakes that report which certificate a port serves, and certificate inspection |
 //!
@@ -38,10 +41,13 @@
 #![deny(missing_docs)]
 
 mod agent;
+pub mod attacker;
 mod bind;
 mod dig;
 mod env;
 mod evil;
+mod faulty_relay;
+mod netns;
 mod nginx;
 mod pebble;
 mod pki;
@@ -54,7 +60,9 @@ pub use agent::{Agent, AgentConfig, Daemon, FileSnapshot, FileState};
 pub use bind::Bind;
 pub use dig::{dig, DIG};
 pub use env::TestEnv;
-pub use evil::{EvilServer, Mode, Stats, EVIL_HOSTNAME, HUGE_BODY_BYTES};
+pub use evil::{EvilServer, Mode, Stats, EVIL_HOSTNAME, HUGE_BODY_BYTES, OTHER_TLS_HOST};
+pub use faulty_relay::{Fault, FaultyRelay, RelayStats};
+pub use netns::Netns;
 pub use nginx::{Nginx, NGINX, STABLE_HANDSHAKES};
 pub use pebble::{Pebble, PebbleOptions, PEBBLE};
 pub use pki::{self_signed, TestCa};

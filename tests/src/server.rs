@@ -53,6 +53,9 @@ pub struct Server {
     port: u16,
     child: Option<Child>,
     log: Arc<Mutex<String>>,
+    /// A command prefix the server runs under, e.g. `ip netns exec NAME`
+    /// ([`Server::start_under`]); empty for none.
+    runner: Vec<String>,
 }
 
 /// The zone test servers assign hostnames in.
@@ -67,6 +70,15 @@ impl Server {
     /// Writes the configuration and starts the server, waiting (at most
     /// [`SERVER_START_TIMEOUT`]) for its `listening on` line.
     pub fn start_with(env: &TestEnv, cfg: ServerConfig) -> Server {
+        Server::start_under(env, cfg, Vec::new())
+    }
+
+    /// [`Server::start_with`], the server running under the command prefix
+    /// `runner` (e.g. [`Netns::exec_prefix`](crate::Netns::exec_prefix): the
+    /// server listens inside that network namespace). `lancert-server`'s
+    /// other commands ([`Server::cli`]) work on the data directory only and
+    /// run without it.
+    pub fn start_under(env: &TestEnv, cfg: ServerConfig, runner: Vec<String>) -> Server {
         let port = env.free_port();
         let data_dir = env.subdir("server");
         let config_path = env.path("server.json");
@@ -91,13 +103,22 @@ impl Server {
             port,
             child: None,
             log: Arc::new(Mutex::new(String::new())),
+            runner,
         };
         s.spawn_with_env(env.path("server.log"), &[]);
         s
     }
 
     fn spawn_with_env(&mut self, log_path: PathBuf, vars: &[(&str, &str)]) {
-        let mut child = Command::new(&self.bin)
+        let mut command = match self.runner.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&self.bin);
+                c
+            }
+            None => Command::new(&self.bin),
+        };
+        let mut child = command
             .args(["serve", "--config"])
             .arg(&self.config_path)
             .envs(vars.iter().copied())

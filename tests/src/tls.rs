@@ -183,6 +183,12 @@ pub fn https_request(
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
         Err(e) => return Err(format!("reading response: {e}")),
     }
+    parse_response(&buf)
+}
+
+/// Parses an HTTP/1.1 response read until the server closed: status line,
+/// headers, and everything after them as the body.
+pub fn parse_response(buf: &[u8]) -> Result<HttpResponse, String> {
     let split = buf
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

@@ -129,10 +129,17 @@ fn a_30_day_outage_follows_the_backoff_keeps_the_certificate_and_recovers() {
         .collect();
     eprintln!("{} failed checks; waits chosen (virtual s): {waits:?}", waits.len());
     eprintln!("{} connection attempts, on virtual days {days:.1?}", attempts.len());
-    eprintln!("daemon log: {} bytes, {} lines", log_during.len(), log_during.lines().count());
+    eprintln!(
+        "daemon log: {} bytes, {} lines",
+        log_during.len(),
+        log_during.lines().count()
+    );
     // The integration guide's schedule, each step stretched by up to 10 %.
     let schedule = [60u64, 600, 6_000];
-    assert!(waits.len() >= schedule.len() + 10, "too few retries in 30 days: {waits:?}");
+    assert!(
+        waits.len() >= schedule.len() + 10,
+        "too few retries in 30 days: {waits:?}"
+    );
     for (i, wait) in waits.iter().enumerate() {
         let step = schedule.get(i).copied().unwrap_or(DAY);
         assert!(

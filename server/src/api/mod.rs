@@ -31,10 +31,6 @@ use crate::problem::Problem;
 use crate::request_auth::{self, KeyRule, Verified, Verifier};
 use crate::store::Store;
 
-/// Longest time one request may take, body reading included; a slow client
-/// cannot hold a connection longer (headers have their own limit, see
-/// `serve`).
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long orders are kept, and so how long a certificate can be
 /// downloaded (the order's `expires`).
 pub const ORDER_LIFETIME_SECS: i64 = 7 * 86_400;
@@ -70,6 +66,11 @@ pub struct App {
     pub retry_after_secs: u64,
     /// Most orders per device per hour.
     pub orders_per_hour: u32,
+    /// Longest time one request may take once its headers are in, body
+    /// reading included, so a slow client cannot hold a connection longer
+    /// (`request_timeout_secs`; the headers have their own limit, see
+    /// `serve`). Answered with 408.
+    pub request_timeout: Duration,
 }
 
 /// The shared state.
@@ -112,7 +113,7 @@ pub fn router(app: SharedApp) -> Router {
         .route(&format!("{CERTIFICATES_PATH}/{{id}}"), post(certificates::post))
         .route(STATUS_PATH, post(status::post))
         .fallback(not_found)
-        .layer(middleware::from_fn(time_limit))
+        .layer(middleware::from_fn_with_state(app.clone(), time_limit))
         .layer(middleware::from_fn_with_state(app.clone(), replay_nonce))
         .with_state(app)
 }
@@ -121,8 +122,8 @@ async fn not_found() -> Problem {
     Problem::not_found("no such resource")
 }
 
-async fn time_limit(req: Request, next: Next) -> Response {
-    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+async fn time_limit(State(app): State<SharedApp>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(app.request_timeout, next.run(req)).await {
         Ok(response) => response,
         Err(_) => Problem::new(ProblemType::ServerInternal, "request took too long")
             .with_status(408)
