@@ -17,6 +17,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,9 +49,12 @@ const MAX_RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// The output goes to an unlinked temporary file, not a pipe: a pipe would
 /// need a reader thread to keep a chatty command from blocking on a full
 /// pipe, and a daemon started by the command that keeps the pipe open would
-/// keep a pipe reader waiting forever. On timeout the command itself is
-/// killed (SIGKILL); its children are left alone, because a reload command
-/// may legitimately start the web server itself.
+/// keep a pipe reader waiting forever. The command runs in a process group
+/// of its own: on timeout or too much output the whole group is killed
+/// (SIGKILL), so a child it started (`sh -c 'yes'`) cannot go on writing
+/// into the output file until the disk is full. A web server the command
+/// starts as a daemon is left alone: daemons leave the group (setsid), as
+/// nginx and lighttpd do.
 pub fn run_command(argv: &[String], timeout: Duration) -> Result<()> {
     let doing = format!("running `{}`", argv.join(" "));
     let fail = |detail: String| Error::Command {
@@ -68,6 +72,7 @@ pub fn run_command(argv: &[String], timeout: Duration) -> Result<()> {
         .try_clone()
         .map_err(|e| fail(format!("cannot duplicate the output file: {e}")))?;
     let mut command = Command::new(program);
+    command.process_group(0);
     // The service manager's socket is the agent's, not the command's.
     for var in crate::notify::ENV_VARS {
         command.env_remove(var);
@@ -96,6 +101,7 @@ pub fn run_command(argv: &[String], timeout: Duration) -> Result<()> {
             Ok(None) => None,
         };
         if let Some(problem) = problem {
+            kill_group(&child);
             let _ = child.kill();
             let _ = child.wait();
             return Err(fail(with_output(problem, &mut output)));
@@ -107,6 +113,17 @@ pub fn run_command(argv: &[String], timeout: Duration) -> Result<()> {
         return Ok(());
     }
     Err(fail(with_output(format!("it failed ({status})"), &mut output)))
+}
+
+/// SIGKILL to the process group the command leads (see [`run_command`]).
+fn kill_group(child: &std::process::Child) {
+    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: kill(2) with a negative pid signals that process group
+        // only; it touches no memory of ours.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+    }
 }
 
 /// An anonymous file for a command's output: created exclusively (never
@@ -343,11 +360,24 @@ mod tests {
 
     #[test]
     fn command_output_is_bounded() {
-        let err = run_command(&argv(&["sh", "-c", "yes lancert"]), Duration::from_secs(20))
-            .unwrap_err()
-            .to_string();
+        // The shell forks `yes`: killing the shell alone would leave `yes`
+        // writing into the (unlinked) output file until the disk is full.
+        let marker = format!("lancert-yes-{}", std::process::id());
+        let err = run_command(
+            &argv(&["sh", "-c", &format!("yes {marker}; true")]),
+            Duration::from_secs(20),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("bytes of output; killed it"), "{err}");
         assert!(err.len() < 5000, "{}", err.len());
+        std::thread::sleep(Duration::from_millis(200));
+        let left = std::process::Command::new("pgrep")
+            .args(["-f", &marker])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        assert!(left.trim().is_empty(), "the command's child outlived it: pids {left}");
     }
 
     #[test]
