@@ -510,7 +510,7 @@ KIdJ8bk/i1hrskBn18HI/Rk=
 -----END PRIVATE KEY-----
 ";
 
-/// [`RSA_2048_PKCS8_PEM`] as an rcgen key (RSA PKCS#1 v1.5 with SHA-256).
+/// `RSA_2048_PKCS8_PEM` as an rcgen key (RSA PKCS#1 v1.5 with SHA-256).
 pub fn rsa_2048_key() -> KeyPair {
     KeyPair::from_pem(RSA_2048_PKCS8_PEM).expect("the RSA test key loads")
 }

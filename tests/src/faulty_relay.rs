@@ -70,7 +70,7 @@ pub enum Fault {
     },
     /// A lossy link: each chunk (either direction) is lost with probability
     /// `percent`/100 and retransmitted after `rto`, which doubles for each
-    /// further loss of the same chunk (at most [`MAX_LOSSES_IN_A_ROW`]);
+    /// further loss of the same chunk (at most `MAX_LOSSES_IN_A_ROW`);
     /// later chunks wait behind it.
     Loss {
         /// Loss probability per chunk, 0 to 100.
@@ -95,7 +95,7 @@ pub enum Fault {
     },
     /// Forward the server's first `records` TLS records and half of the
     /// next, then nothing more in either direction, keeping both
-    /// connections open (a peer gone silent) for up to [`STALL_LIMIT`].
+    /// connections open (a peer gone silent) for up to `STALL_LIMIT`.
     StallAfter {
         /// Complete server records forwarded before the cut.
         records: usize,

@@ -94,7 +94,7 @@ impl Netns {
     }
 
     /// A handle on the namespace (`/run/netns/NAME`), for a thread that
-    /// enters it later with [`enter_handle`].
+    /// enters it later with `enter_handle`.
     pub fn open(&self) -> std::io::Result<std::fs::File> {
         std::fs::File::open(Path::new("/run/netns").join(&self.name))
     }
