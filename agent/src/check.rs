@@ -149,7 +149,12 @@ pub fn installed(config: &Config) -> Installed {
         Ok(Some(cert)) => {
             let key_matches =
                 matches!(certificate::key_file_spki(&config.key_file), Ok(Some(spki)) if spki == cert.spki_der);
-            Installed::Present { cert, key_matches }
+            let fullchain_matches = renew::fullchain_starts_with_cert(config);
+            Installed::Present {
+                cert,
+                key_matches,
+                fullchain_matches,
+            }
         }
     }
 }
@@ -162,10 +167,10 @@ pub fn installed(config: &Config) -> Installed {
 /// service untouched (its mode too: a web server may depend on it).
 fn local_reason(config: &Config, current: &Installed) -> Option<Reason> {
     use std::os::unix::fs::PermissionsExt;
-    if !matches!(current, Installed::Present { .. }) {
+    let Installed::Present { fullchain_matches, .. } = current else {
         return None;
-    }
-    if !renew::fullchain_starts_with_cert(config) {
+    };
+    if !fullchain_matches {
         return Some(Reason::FullchainMismatch);
     }
     let mode = std::fs::metadata(&config.key_file).ok()?.permissions().mode() & 0o7777;

@@ -107,6 +107,7 @@ fn renewal_decision(window: Window, seed: u64) {
     };
     let installed = Installed::Present {
         key_matches: true,
+        fullchain_matches: true,
         cert: cert.clone(),
     };
     let _ = decide(&installed, HOSTNAME, Some(moment.min(latest_renewal(&cert))), NOW);
@@ -129,6 +130,7 @@ pub fn chain(data: &[u8], anchors: &TrustAnchors) {
             let installed = Installed::Present {
                 cert: info.clone(),
                 key_matches: true,
+                fullchain_matches: true,
             };
             let _ = decide(&installed, HOSTNAME, None, NOW);
             leaf.get_or_insert(info);

@@ -37,7 +37,7 @@ pub const KEY_MODE: u32 = 0o600;
 /// Permission bits of certificate files (public data).
 pub const CERT_MODE: u32 = 0o644;
 /// Largest installed file read back: 1 MiB (they are a few KiB).
-const MAX_FILE_BYTES: u64 = 1 << 20;
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
 
 /// Where the certificate set is installed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -79,7 +79,7 @@ pub fn repair_torn_set(config: &Config, current: &Installed) -> Result<bool> {
     let torn = match current {
         Installed::Missing => false,
         Installed::Corrupt(_) | Installed::Present { key_matches: false, .. } => true,
-        Installed::Present { .. } => !fullchain_starts_with_cert(config),
+        Installed::Present { fullchain_matches, .. } => !fullchain_matches,
     };
     if !torn {
         return Ok(false);
@@ -107,7 +107,9 @@ pub fn repair_torn_set(config: &Config, current: &Installed) -> Result<bool> {
 /// A missing or unreadable file counts as not.
 pub fn fullchain_starts_with_cert(config: &Config) -> bool {
     let first = |path: &std::path::Path| {
-        let pem = crate::atomic::read_bounded(path, 1 << 20, "reading").ok().flatten()?;
+        let pem = crate::atomic::read_bounded(path, install::MAX_FILE_BYTES, "reading")
+            .ok()
+            .flatten()?;
         crate::certificate::pem_to_der_chain(&pem).ok()?.into_iter().next()
     };
     match (first(&config.cert_file), first(&config.fullchain_file)) {
@@ -305,8 +307,12 @@ pub fn reload_interrupted_install(config: &Config, hostname: &str) -> Result<()>
         "the last install of {} was interrupted before the web server was reloaded; reloading it now",
         config.cert_file.display()
     );
-    let leaf = crate::atomic::read_bounded(&config.cert_file, 1 << 20, "reading the installed certificate")?
-        .and_then(|pem| crate::certificate::pem_to_der_chain(&pem).ok())
-        .and_then(|chain| chain.into_iter().next());
+    let leaf = crate::atomic::read_bounded(
+        &config.cert_file,
+        install::MAX_FILE_BYTES,
+        "reading the installed certificate",
+    )?
+    .and_then(|pem| crate::certificate::pem_to_der_chain(&pem).ok())
+    .and_then(|chain| chain.into_iter().next());
     reload_and_verify(config, leaf.as_deref().map(|leaf| (hostname, leaf)))
 }

@@ -99,6 +99,8 @@ pub enum Installed {
         cert: CertInfo,
         /// Whether the key file's public key is the certificate's.
         key_matches: bool,
+        /// Whether the fullchain file starts with this certificate.
+        fullchain_matches: bool,
     },
 }
 
@@ -128,7 +130,7 @@ pub fn decide(installed: &Installed, hostname: &str, moment: Option<i64>, now: i
     let (cert, key_matches) = match installed {
         Installed::Missing => return Decision::Renew(Reason::Missing),
         Installed::Corrupt(why) => return Decision::Renew(Reason::Corrupt(why.clone())),
-        Installed::Present { cert, key_matches } => (cert, *key_matches),
+        Installed::Present { cert, key_matches, .. } => (cert, *key_matches),
     };
     if cert.self_signed {
         return Decision::Renew(Reason::SelfSigned);
@@ -177,6 +179,7 @@ mod tests {
         Installed::Present {
             cert: c,
             key_matches: true,
+            fullchain_matches: true,
         }
     }
 
@@ -217,6 +220,7 @@ mod tests {
         let mismatched = Installed::Present {
             cert: cert(0, 90),
             key_matches: false,
+            fullchain_matches: true,
         };
         assert_eq!(decide(&mismatched, h, None, 1), Decision::Renew(Reason::KeyMismatch));
         assert_eq!(

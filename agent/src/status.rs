@@ -18,7 +18,7 @@ pub fn collect(config: &Config) -> Value {
     let current = installed(config);
     let hostname = enrollment.as_ref().map(|e| e.hostname.clone());
     let certificate = match &current {
-        Installed::Present { cert, key_matches } => json!({
+        Installed::Present { cert, key_matches, .. } => json!({
             "subject": cert.subject,
             "issuer": cert.issuer,
             "serial": cert.serial_hex,
