@@ -48,6 +48,25 @@ pub fn key(seed: u8) -> SigningKey {
     SigningKey::from_slice(&[seed.max(1); 32]).unwrap_or_else(|_| unreachable!("constant key"))
 }
 
+/// Enrolls device `id` with [`key`] `seed` under `hostname` in `store`
+/// (a fixture: panics on failure). Shared with the request-verification
+/// unit tests.
+pub(crate) fn enroll(store: &Store, seed: u8, id: &str, hostname: &str) {
+    let (texts, rows) = crate::tokens::mint(1, Some(hostname), 0, 86_400);
+    store.insert_tokens(&rows).unwrap_or_else(|e| panic!("fixture: {e}"));
+    let vk = *key(seed).verifying_key();
+    let new = NewDevice {
+        id: id.into(),
+        key_sec1: vk.to_sec1_point(false).as_bytes().to_vec(),
+        thumbprint: jws::thumbprint(&vk),
+        agent_version: None,
+    };
+    match store.enroll(&crate::tokens::hash(&texts[0]), &new, 1, &mut || hostname.into()) {
+        Ok(EnrollOutcome::Enrolled(_)) => {}
+        other => panic!("fixture: enrolling {id}: {other:?}"),
+    }
+}
+
 /// What verification needs besides nonces: a database with one enrolled
 /// and one revoked device; and the keys the signed form signs with,
 /// [`key`]`(1..=4)` (made once: deriving a public key costs a scalar
@@ -69,23 +88,8 @@ fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         let store = Store::open_in_memory().unwrap_or_else(|e| panic!("fuzz fixture: {e}"));
-        for (seed, id, hostname) in [(1u8, DEVICE, HOSTNAME), (2, REVOKED_DEVICE, "old.devices.example.com")] {
-            let (texts, rows) = crate::tokens::mint(1, Some(hostname), 0, 86_400);
-            store
-                .insert_tokens(&rows)
-                .unwrap_or_else(|e| panic!("fuzz fixture: {e}"));
-            let vk = *key(seed).verifying_key();
-            let new = NewDevice {
-                id: id.into(),
-                key_sec1: vk.to_sec1_point(false).as_bytes().to_vec(),
-                thumbprint: jws::thumbprint(&vk),
-                agent_version: None,
-            };
-            match store.enroll(&crate::tokens::hash(&texts[0]), &new, 1, &mut || hostname.into()) {
-                Ok(EnrollOutcome::Enrolled(_)) => {}
-                other => panic!("fuzz fixture: enrolling {id}: {other:?}"),
-            }
-        }
+        enroll(&store, 1, DEVICE, HOSTNAME);
+        enroll(&store, 2, REVOKED_DEVICE, "old.devices.example.com");
         store
             .revoke_device(REVOKED_DEVICE)
             .unwrap_or_else(|e| panic!("fuzz fixture: {e}"));

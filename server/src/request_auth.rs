@@ -204,16 +204,13 @@ impl Verifier<'_> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::store::{EnrollOutcome, NewDevice};
     use p256::ecdsa::SigningKey;
     use serde_json::{json, Map};
     use std::time::Duration;
 
     pub(crate) const URL: &str = "https://mgmt.test:8443";
 
-    pub(crate) fn key(seed: u8) -> SigningKey {
-        SigningKey::from_slice(&[seed; 32]).unwrap()
-    }
+    pub(crate) use crate::fuzzing::key;
 
     pub(crate) fn body(
         key: &SigningKey,
@@ -232,23 +229,8 @@ pub(crate) mod tests {
     /// A store with one enrolled device (key seed 1) and one revoked (seed 2).
     pub(crate) fn store_with_devices() -> Store {
         let store = Store::open_in_memory().unwrap();
-        for (seed, id) in [(1u8, "dev1"), (2, "dev2")] {
-            let (texts, rows) = crate::tokens::mint(1, None, 0, 3600);
-            store.insert_tokens(&rows).unwrap();
-            let vk = *key(seed).verifying_key();
-            let new = NewDevice {
-                id: id.into(),
-                key_sec1: vk.to_sec1_point(false).as_bytes().to_vec(),
-                thumbprint: jws::thumbprint(&vk),
-                agent_version: None,
-            };
-            let out = store
-                .enroll(&crate::tokens::hash(&texts[0]), &new, 1, &mut || {
-                    format!("h{seed}.z.test")
-                })
-                .unwrap();
-            assert!(matches!(out, EnrollOutcome::Enrolled(_)));
-        }
+        crate::fuzzing::enroll(&store, 1, "dev1", "h1.z.test");
+        crate::fuzzing::enroll(&store, 2, "dev2", "h2.z.test");
         store.revoke_device("dev2").unwrap();
         store
     }
