@@ -156,39 +156,8 @@ mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
     }
 
-    /// Every file of the target's seed corpus and regressions. The seed
-    /// corpus must not be empty: a missing directory would make the replay
-    /// pass without testing anything.
-    fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-        let mut out = Vec::new();
-        for kind in ["corpus", "regressions"] {
-            let dir = fuzz_dir().join(kind).join(target);
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                assert_ne!(kind, "corpus", "{} is missing", dir.display());
-                continue;
-            };
-            for entry in entries {
-                let path = entry.unwrap().path();
-                if path.is_file() {
-                    let data = std::fs::read(&path).unwrap();
-                    out.push((path, data));
-                }
-            }
-        }
-        assert!(
-            out.iter().any(|(p, _)| p.to_string_lossy().contains("/corpus/")),
-            "no seed inputs for {target}"
-        );
-        out.sort();
-        out
-    }
-
-    /// Runs `f` on every input of `target`, naming the input that panics.
     fn replay(target: &str, f: impl Fn(&[u8])) {
-        for (path, data) in inputs(target) {
-            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&data)));
-            assert!(run.is_ok(), "{target}: {} panicked", path.display());
-        }
+        lancert_protocol::corpus::replay(&fuzz_dir(), target, f);
     }
 
     fn anchors() -> TrustAnchors {

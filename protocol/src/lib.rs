@@ -7,6 +7,8 @@
 #![deny(missing_docs)]
 
 pub mod base64url;
+#[cfg(feature = "corpus-replay")]
+pub mod corpus;
 pub mod jws;
 pub mod problem;
 pub mod time;
