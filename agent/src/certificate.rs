@@ -115,6 +115,23 @@ pub fn pem_to_der_chain(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     Ok(chain)
 }
 
+/// The DER of the first block of a file of well-formed PEM `CERTIFICATE`
+/// blocks (else `None`): what a check compares to tell whether two files
+/// start with the same certificate. Cheaper than [`pem_to_der_chain`]: the
+/// blocks are decoded from base64 but not parsed as certificates.
+pub fn first_certificate_block(pem: &[u8]) -> Option<Vec<u8>> {
+    let mut first = None;
+    for item in <(SectionKind, Vec<u8>)>::pem_slice_iter(pem) {
+        match item {
+            Ok((SectionKind::Certificate, der)) => {
+                first.get_or_insert(der);
+            }
+            _ => return None,
+        }
+    }
+    first
+}
+
 /// Reads what the agent needs from a DER certificate.
 pub fn inspect(der: &[u8]) -> Result<CertInfo, String> {
     let cert = Certificate::from_der(der).map_err(|e| format!("not an X.509 certificate: {e}"))?;
@@ -177,8 +194,10 @@ pub fn load(path: &Path) -> Result<Option<CertInfo>> {
 }
 
 /// The SubjectPublicKeyInfo (DER) of the private key in a PEM key file, to
-/// check that the key matches the certificate. `Ok(None)` if the file does
-/// not exist; a file without a P-256 PKCS#8 key is `Err(Error::Rejected)`.
+/// check that the key matches the certificate: the public key the file
+/// carries ([`crate::keygen::embedded_spki`]), else derived from the private
+/// key. `Ok(None)` if the file does not exist; a file without a P-256
+/// PKCS#8 key is `Err(Error::Rejected)`.
 /// The decoded key bytes are wiped after use.
 pub fn key_file_spki(path: &Path) -> Result<Option<Vec<u8>>> {
     let doing = "reading the installed key";
@@ -191,6 +210,11 @@ pub fn key_file_spki(path: &Path) -> Result<Option<Vec<u8>>> {
         let (kind, der) = item.map_err(|e| corrupt(format!("bad PEM: {e}")))?;
         let der = p256::elliptic_curve::zeroize::Zeroizing::new(der);
         if kind == SectionKind::PrivateKey {
+            // The public key the file carries, if it does; deriving it is
+            // the fallback for keys written without one.
+            if let Some(spki) = crate::keygen::embedded_spki(&der).map_err(corrupt)? {
+                return Ok(Some(spki));
+            }
             let key = crate::keygen::CertKey::from_pkcs8_der(&der).map_err(corrupt)?;
             return Ok(Some(key.spki_der()));
         }
@@ -304,6 +328,21 @@ mod tests {
         let dir = d.path("dir.crt");
         std::fs::create_dir(&dir).unwrap();
         assert!(matches!(load(&dir), Err(Error::Io { .. })));
+    }
+
+    #[test]
+    fn first_certificate_block_needs_a_well_formed_file() {
+        let key = CertKey::generate().unwrap();
+        let a = self_signed(&key, &["a.example.com"]);
+        let b = self_signed(&key, &["b.example.com"]);
+        let both = format!("{}{}", a.pem(), b.pem());
+        assert_eq!(first_certificate_block(both.as_bytes()).unwrap(), a.der().to_vec());
+        assert_eq!(first_certificate_block(b.pem().as_bytes()).unwrap(), b.der().to_vec());
+        let torn = &both[..both.len() - 40];
+        assert_eq!(first_certificate_block(torn.as_bytes()), None, "a torn file");
+        let with_key = format!("{}{}", a.pem(), key.to_pkcs8_pem().unwrap());
+        assert_eq!(first_certificate_block(with_key.as_bytes()), None);
+        assert_eq!(first_certificate_block(b""), None);
     }
 
     #[test]

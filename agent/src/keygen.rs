@@ -96,11 +96,7 @@ impl CertKey {
     /// certificate carries it in: comparing these bytes tells whether a
     /// certificate is for this key.
     pub fn spki_der(&self) -> Vec<u8> {
-        let point = self.key.verifying_key().to_sec1_point(false);
-        let mut der = Vec::with_capacity(SPKI_PREFIX.len() + 65);
-        der.extend_from_slice(&SPKI_PREFIX);
-        der.extend_from_slice(point.as_bytes());
-        der
+        spki_of(self.key.verifying_key().to_sec1_point(false).as_bytes())
     }
 
     /// The key for signing (CSRs, JWS).
@@ -118,6 +114,56 @@ impl CertKey {
             point: self.key.verifying_key().to_sec1_point(false).as_bytes().to_vec(),
         }
     }
+}
+
+/// The public key a PKCS#8 P-256 private key carries beside the private
+/// scalar (RFC 5915 `publicKey`, which this agent and OpenSSL always write),
+/// as a DER SubjectPublicKeyInfo. `Ok(None)` if the key has no such field.
+///
+/// Reading it costs thousands of instructions where deriving it from the
+/// scalar costs millions (a P-256 scalar multiplication), which was most of
+/// a check with nothing to do. The point is still validated (on the curve);
+/// that it belongs to the scalar is not: the key file is the agent's own,
+/// written 0600, and whoever can rewrite it can replace the key outright.
+pub fn embedded_spki(pkcs8_der: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    use p256::pkcs8::der::asn1::{BitStringRef, ObjectIdentifier, OctetStringRef};
+    use p256::pkcs8::der::{Decode, Reader, SliceReader, TagMode, TagNumber};
+    use p256::pkcs8::PrivateKeyInfoRef;
+    const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+    const PRIME256V1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+    let bad = |e: p256::pkcs8::der::Error| format!("not a PKCS#8 P-256 private key: {e}");
+    let info = PrivateKeyInfoRef::try_from(pkcs8_der).map_err(|e| format!("not a PKCS#8 P-256 private key: {e}"))?;
+    let curve = info.algorithm.parameters.map(|p| p.decode_as::<ObjectIdentifier>());
+    if info.algorithm.oid != EC_PUBLIC_KEY || !matches!(curve, Some(Ok(PRIME256V1))) {
+        return Err("not a PKCS#8 P-256 private key: another algorithm or curve".into());
+    }
+    // ECPrivateKey ::= SEQUENCE { version INTEGER (1), privateKey OCTET
+    // STRING, [0] parameters OPTIONAL, [1] publicKey BIT STRING OPTIONAL }
+    let mut reader = SliceReader::new(info.private_key.as_bytes()).map_err(bad)?;
+    let point = reader
+        .sequence(|seq: &mut SliceReader<'_>| {
+            let _version = u8::decode(seq)?;
+            let _scalar = <&OctetStringRef>::decode(seq)?;
+            let _curve = seq.context_specific::<ObjectIdentifier>(TagNumber(0), TagMode::Explicit)?;
+            let point = seq.context_specific::<BitStringRef<'_>>(TagNumber(1), TagMode::Explicit)?;
+            Ok(point.and_then(|bits| bits.as_bytes().map(<[u8]>::to_vec)))
+        })
+        .map_err(bad)?;
+    let Some(point) = point else {
+        return Ok(None);
+    };
+    let key = p256::PublicKey::from_sec1_bytes(&point)
+        .map_err(|_| "the private key's embedded public key is not a P-256 point".to_string())?;
+    let uncompressed = p256::elliptic_curve::sec1::ToSec1Point::to_sec1_point(&key, false);
+    Ok(Some(spki_of(uncompressed.as_bytes())))
+}
+
+/// The SubjectPublicKeyInfo of an uncompressed P-256 point.
+fn spki_of(point: &[u8]) -> Vec<u8> {
+    let mut der = Vec::with_capacity(SPKI_PREFIX.len() + point.len());
+    der.extend_from_slice(&SPKI_PREFIX);
+    der.extend_from_slice(point);
+    der
 }
 
 /// A [`CertKey`] as rcgen's [`rcgen::SigningKey`]: ECDSA P-256 with SHA-256,
@@ -189,6 +235,40 @@ mod tests {
         assert!(CertKey::from_pkcs8_pem(rsa_like).unwrap_err().contains("PKCS#8"));
         let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
         assert!(CertKey::from_pkcs8_pem(&p384.serialize_pem()).is_err());
+    }
+
+    /// A PKCS#8 P-256 key without the optional public key (RFC 5915 allows
+    /// leaving it out): version, algorithm, ECPrivateKey { 1, scalar }.
+    fn pkcs8_without_public_key(key: &CertKey) -> Vec<u8> {
+        let scalar = key.signing_key().to_bytes();
+        let mut ec = vec![0x30, 0x25, 0x02, 0x01, 0x01, 0x04, 0x20];
+        ec.extend_from_slice(&scalar);
+        let mut der = vec![0x30, 0x41, 0x02, 0x01, 0x00];
+        der.extend_from_slice(&SPKI_PREFIX[2..23]);
+        der.extend_from_slice(&[0x04, 0x27]);
+        der.extend_from_slice(&ec);
+        der
+    }
+
+    #[test]
+    fn embedded_public_key_is_read_without_deriving() {
+        let key = CertKey::generate().unwrap();
+        let der = key.to_pkcs8_der().unwrap();
+        assert_eq!(embedded_spki(&der).unwrap(), Some(key.spki_der()));
+
+        let bare = pkcs8_without_public_key(&key);
+        assert_eq!(CertKey::from_pkcs8_der(&bare).unwrap().spki_der(), key.spki_der());
+        assert_eq!(embedded_spki(&bare).unwrap(), None, "no public key: the caller derives");
+
+        // A point off the curve (last coordinate byte changed) is refused.
+        let mut off = der.to_vec();
+        let last = off.len() - 1;
+        off[last] ^= 1;
+        assert!(embedded_spki(&off).unwrap_err().contains("not a P-256 point"));
+
+        let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+        assert!(embedded_spki(&p384.serialize_der()).is_err());
+        assert!(embedded_spki(b"\x30\x00").is_err());
     }
 
     #[test]

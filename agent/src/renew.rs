@@ -110,7 +110,7 @@ pub fn fullchain_starts_with_cert(config: &Config) -> bool {
         let pem = crate::atomic::read_bounded(path, install::MAX_FILE_BYTES, "reading")
             .ok()
             .flatten()?;
-        crate::certificate::pem_to_der_chain(&pem).ok()?.into_iter().next()
+        crate::certificate::first_certificate_block(&pem)
     };
     match (first(&config.cert_file), first(&config.fullchain_file)) {
         (Some(cert), Some(fullchain)) => cert == fullchain,
