@@ -17,7 +17,7 @@ use crate::keygen::CertKey;
 use crate::renew::{self, Renewed};
 use crate::renewal_window::{decide, Decision, Installed, Reason};
 use crate::report;
-use crate::schedule::{backoff, Random};
+use crate::schedule::{backoff, refresh_due, Random};
 use crate::state::{Enrollment, State, StateDir};
 use crate::{clock, identity};
 use std::time::Duration;
@@ -29,13 +29,19 @@ pub struct Steps {
     pub addresses: bool,
     /// Check (and renew) the certificate.
     pub certificate: bool,
+    /// How long past its slot a sign-of-life refresh (addresses or status
+    /// report sent unchanged) may still go out; later ones wait for their
+    /// next slot ([`refresh_due`]). `None`: any overdue refresh goes.
+    pub refresh_grace: Option<Duration>,
 }
 
 impl Steps {
-    /// Both steps.
+    /// Both steps, sending any overdue refresh: a check run by hand or
+    /// from cron.
     pub const ALL: Steps = Steps {
         addresses: true,
         certificate: true,
+        refresh_grace: None,
     };
 }
 
@@ -214,7 +220,7 @@ pub fn run(
     let mut first_error: Option<Error> = None;
 
     if steps.addresses {
-        match address_step(&mut session, &mut state) {
+        match address_step(&mut session, &mut state, steps.refresh_grace) {
             Ok(updated) => outcome.addresses_updated = updated,
             Err(e) => first_error = Some(e),
         }
@@ -254,7 +260,7 @@ pub fn run(
     // server can be reached (an unreachable server is not retried here).
     let reachable = !matches!(first_error, Some(Error::Network { .. }));
     let report = report::build(cert_for_report.as_ref(), state.addresses.as_ref(), &state);
-    if reachable && report::should_send(&report, &state, now, config.status_refresh) {
+    if reachable && report::should_send(&report, &state, now, config.status_refresh, steps.refresh_grace) {
         match send_report(&mut session, &report) {
             Ok(window) => {
                 state.last_report = Some(report);
@@ -291,7 +297,7 @@ fn send_report(session: &mut Session<'_>, report: &serde_json::Value) -> Result<
     session.client()?.report_status(&key, &kid, report)
 }
 
-fn address_step(session: &mut Session<'_>, state: &mut State) -> Result<bool> {
+fn address_step(session: &mut Session<'_>, state: &mut State, grace: Option<Duration>) -> Result<bool> {
     let config = session.config;
     let current = addresses::detect(&address_source(config), config.ipv4, config.ipv6)?;
     if current.is_empty() {
@@ -299,11 +305,8 @@ fn address_step(session: &mut Session<'_>, state: &mut State) -> Result<bool> {
         return Ok(false);
     }
     let now = clock::wall_now();
-    let refresh = i64::try_from(config.address_refresh.as_secs()).unwrap_or(i64::MAX);
     let changed = state.addresses.as_ref() != Some(&current);
-    let stale = state
-        .addresses_reported_at
-        .is_none_or(|at| now.saturating_sub(at) >= refresh || now < at);
+    let stale = refresh_due(state.addresses_reported_at, now, config.address_refresh, grace);
     if !changed && !stale {
         log::debug!("addresses unchanged: {}", describe(&current));
         return Ok(false);
@@ -312,7 +315,16 @@ fn address_step(session: &mut Session<'_>, state: &mut State) -> Result<bool> {
     let key = load_identity(&mut session.identity, &session.dir)?
         .signing_key()
         .clone();
-    let published = session.client()?.update_addresses(&key, &kid, &current)?;
+    let published = match session.client()?.update_addresses(&key, &kid, &current) {
+        Ok(published) => published,
+        // A sign of life that cannot be given is not a failure: nothing is
+        // wrong with the record, and the next slot comes in a day.
+        Err(e @ Error::Network { .. }) if !changed => {
+            log::warn!("{e}; the address refresh waits for its next slot");
+            return Ok(false);
+        }
+        Err(e) => return Err(e),
+    };
     if published != current {
         log::warn!(
             "the server publishes {} although we sent {}",

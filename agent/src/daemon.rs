@@ -13,7 +13,7 @@
 //! `reload_timeout_secs` for the reload and its check), so a silent
 //! watchdog means a hung agent.
 
-use crate::check::{self, Steps};
+use crate::check::{self, Outcome, Steps};
 use crate::config::Config;
 use crate::error::Result;
 use crate::lock::CheckLock;
@@ -108,6 +108,7 @@ pub fn run(mut config: Config, reload: &dyn Fn() -> Result<Config>) -> Result<()
         let steps = Steps {
             addresses: true,
             certificate: due.certificate,
+            refresh_grace: Some(refresh_grace(&config, now)),
         };
         let _lock = match CheckLock::acquire(&config.runtime_dir, Duration::ZERO) {
             Ok(lock) => lock,
@@ -138,19 +139,20 @@ pub fn run(mut config: Config, reload: &dyn Fn() -> Result<Config>) -> Result<()
     }
 }
 
+/// How long past its slot the daemon still sends a sign-of-life refresh,
+/// `running` after it started: two address-check intervals, so that a
+/// running daemon (which checks every interval, ±10 %) never misses one;
+/// but never a slot from before the start, so that a fleet booting
+/// together after a power cut does not send the refreshes of the minutes
+/// before it.
+pub fn refresh_grace(config: &Config, running: Duration) -> Duration {
+    (config.address_interval * 2).min(running)
+}
+
 /// Runs a check and turns its result into what the timetable needs.
 fn run_check(config: &Config, steps: Steps, rng: &mut dyn Random, pause: &mut dyn FnMut(Duration) -> bool) -> Done {
     match check::run(config, steps, rng, pause) {
-        Ok(outcome) if outcome.clock_not_sane => Done::ClockNotSane,
-        Ok(outcome) => {
-            let now = clock::wall_now();
-            let soonest = [outcome.certificate_due_at, outcome.pending_until]
-                .into_iter()
-                .flatten()
-                .min();
-            let due_in = soonest.map(|at| Duration::from_secs(u64::try_from(at - now).unwrap_or(0)));
-            Done::Ok { due_in }
-        }
+        Ok(outcome) => done_after(&outcome, clock::wall_now()),
         Err(failure) => {
             log::error!("{}; next attempt in {}s", failure.error, failure.retry_in.as_secs());
             Done::Failed {
@@ -158,6 +160,21 @@ fn run_check(config: &Config, steps: Steps, rng: &mut dyn Random, pause: &mut dy
             }
         }
     }
+}
+
+/// What a successful check asks of the timetable at wall-clock `now`: to
+/// wake for the certificate's renewal moment or the pending order's next
+/// poll, whichever comes first.
+pub fn done_after(outcome: &Outcome, now: i64) -> Done {
+    if outcome.clock_not_sane {
+        return Done::ClockNotSane;
+    }
+    let soonest = [outcome.certificate_due_at, outcome.pending_until]
+        .into_iter()
+        .flatten()
+        .min();
+    let due_in = soonest.map(|at| Duration::from_secs(u64::try_from(at - now).unwrap_or(0)));
+    Done::Ok { due_in }
 }
 
 /// The `STATUS=` line after a check.

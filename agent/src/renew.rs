@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::install::{self, Material, Paths};
 use crate::keygen::CertKey;
 use crate::renewal_window::Installed;
-use crate::schedule::{clamp_retry_after, Random};
+use crate::schedule::{order_poll, OrderPoll, Random};
 use crate::state::{Enrollment, PendingOrder, RenewalPlan, State, StateDir};
 use crate::trust::TrustAnchors;
 use crate::{clock, csr, identity, reload, self_signed, validate};
@@ -172,16 +172,19 @@ pub fn renew(
     };
 
     while order.status == OrderStatus::Processing {
-        let wait = clamp_retry_after(order.retry_after.unwrap_or(Duration::from_secs(1)));
-        if Instant::now() + wait > deadline {
-            let at = clock::wall_now() + i64::try_from(wait.as_secs()).unwrap_or(0);
-            log::info!("the server is still issuing; polling again after {}s", wait.as_secs());
-            if let Some(p) = state.pending_order.as_mut() {
-                p.not_before = at;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let wait = match order_poll(order.retry_after, left) {
+            OrderPoll::Wait(wait) => wait,
+            OrderPoll::Later(wait) => {
+                let at = clock::wall_now() + i64::try_from(wait.as_secs()).unwrap_or(0);
+                log::info!("the server is still issuing; polling again after {}s", wait.as_secs());
+                if let Some(p) = state.pending_order.as_mut() {
+                    p.not_before = at;
+                }
+                dir.save(state)?;
+                return Ok(Renewed::Pending(at));
             }
-            dir.save(state)?;
-            return Ok(Renewed::Pending(at));
-        }
+        };
         if !pause(wait) {
             dir.save(state)?;
             return Ok(Renewed::Interrupted);

@@ -110,6 +110,54 @@ pub fn backoff(failures: u32, retry_after: Option<Duration>, rng: &mut dyn Rando
     }
 }
 
+/// Whether a sign of life last given at wall-clock `last` (Unix seconds) is
+/// due at `now`. Used for the address refresh and the status report, which
+/// are sent even when nothing changed.
+///
+/// It is due when never given or when the clock went back past it; else
+/// at its slots `last + k·every` (k ≥ 1), each open for `grace`. A refresh
+/// that missed its slot (the device was off, the server unreachable) waits
+/// for the next one instead of going out as soon as it can: a fleet that
+/// powers on together after a power cut, or finds its server back after an
+/// outage, keeps the phases its refreshes had and sends no burst. The
+/// daemon's grace is two address-check intervals, so a running daemon never
+/// misses a slot; `None` (a check run by hand or from cron) sends any
+/// overdue refresh.
+pub fn refresh_due(last: Option<i64>, now: i64, every: Duration, grace: Option<Duration>) -> bool {
+    let Some(at) = last else { return true };
+    let every = i64::try_from(every.as_secs()).unwrap_or(i64::MAX).max(1);
+    let since = now.saturating_sub(at);
+    if now < at {
+        return true;
+    }
+    if since < every {
+        return false;
+    }
+    grace.is_none_or(|g| since % every < i64::try_from(g.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// The next step while an order is processing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderPoll {
+    /// Wait this long in this check, then poll again.
+    Wait(Duration),
+    /// The wait would pass the check's polling deadline: end the check and
+    /// poll again this long from now, in a later one.
+    Later(Duration),
+}
+
+/// What to do with an order still processing, given the server's
+/// `Retry-After` (1 second if absent, clamped) and the time `left` before
+/// the check's polling deadline (`poll_timeout_secs`).
+pub fn order_poll(retry_after: Option<Duration>, left: Duration) -> OrderPoll {
+    let wait = clamp_retry_after(retry_after.unwrap_or(Duration::from_secs(1)));
+    if wait > left {
+        OrderPoll::Later(wait)
+    } else {
+        OrderPoll::Wait(wait)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +206,44 @@ mod tests {
         let first_half = vals.iter().filter(|v| **v < 150).count();
         assert!((4_500..5_500).contains(&first_half), "{first_half}");
         assert_eq!(splay(Duration::ZERO, &mut r), Duration::ZERO);
+    }
+
+    #[test]
+    fn refresh_is_due_after_the_period_or_when_the_clock_went_back() {
+        let day = Duration::from_secs(86_400);
+        for grace in [None, Some(Duration::from_secs(600))] {
+            assert!(refresh_due(None, 1_000, day, grace));
+            assert!(!refresh_due(Some(1_000), 1_000 + 86_399, day, grace));
+            assert!(refresh_due(Some(1_000), 1_000 + 86_400, day, grace));
+            assert!(refresh_due(Some(1_000), 1_000 + 86_400 + 599, day, grace));
+            assert!(refresh_due(Some(1_000), 999, day, grace), "clock went backwards");
+        }
+    }
+
+    #[test]
+    fn an_overdue_refresh_waits_for_its_next_slot_in_the_daemon() {
+        let day = Duration::from_secs(86_400);
+        let grace = Some(Duration::from_secs(600));
+        // Missed its slot (off, or the server was down): not before the next.
+        assert!(!refresh_due(Some(1_000), 1_000 + 86_400 + 600, day, grace));
+        assert!(!refresh_due(Some(1_000), 1_000 + 2 * 86_400 - 1, day, grace));
+        assert!(refresh_due(Some(1_000), 1_000 + 2 * 86_400, day, grace));
+        assert!(refresh_due(Some(1_000), 1_000 + 9 * 86_400 + 10, day, grace));
+        // By hand: any overdue refresh goes.
+        assert!(refresh_due(Some(1_000), 1_000 + 86_400 + 600, day, None));
+    }
+
+    #[test]
+    fn order_polls_wait_within_the_deadline_and_defer_past_it() {
+        let s = Duration::from_secs;
+        assert_eq!(order_poll(None, s(600)), OrderPoll::Wait(s(1)));
+        assert_eq!(order_poll(Some(s(30)), s(600)), OrderPoll::Wait(s(30)));
+        assert_eq!(order_poll(Some(s(30)), s(29)), OrderPoll::Later(s(30)));
+        assert_eq!(order_poll(Some(Duration::ZERO), s(0)), OrderPoll::Later(s(1)));
+        assert_eq!(
+            order_poll(Some(s(10 * 86_400)), s(600)),
+            OrderPoll::Later(RETRY_AFTER_MAX)
+        );
     }
 
     #[test]
