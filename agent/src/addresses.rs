@@ -131,13 +131,65 @@ pub enum Source {
 /// and applies [`select`]. An interface that does not exist is an error
 /// ("looking up network interface br-lan: No such device"), so a typo in the
 /// configuration is not mistaken for "no address".
-pub fn detect(source: &Source, ipv4: bool, ipv6: bool) -> Result<AddressSet> {
+pub fn detect(source: &Source, ipv4: bool, ipv6: bool) -> Result<Detected> {
     let (routes, iface_index) = match source {
         Source::DefaultRoute => (netlink::dump_routes()?, None),
         Source::Interface(name) => (Vec::new(), Some(netlink::interface_index(name)?)),
     };
     let addrs = netlink::dump_addresses()?;
-    Ok(select(&routes, &addrs, source, iface_index, ipv4, ipv6))
+    let set = select(&routes, &addrs, source, iface_index, ipv4, ipv6);
+    let awaiting = awaiting_dad(&routes, &addrs, source, iface_index, ipv4, ipv6, &set);
+    Ok(Detected { set, awaiting })
+}
+
+/// What [`detect`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detected {
+    /// The addresses to publish.
+    pub set: AddressSet,
+    /// A wanted family has no eligible address, but a tentative one (IPv6
+    /// duplicate address detection, 1–2 s) on the interface it would come
+    /// from: the set is about to change again, and publishing it now would
+    /// drop that family's record for those seconds (and resolvers could
+    /// cache its absence for the zone's negative TTL).
+    pub awaiting: bool,
+}
+
+/// Whether a wanted family missing from `set` has a tentative address on
+/// the interface it would be taken from (see [`Detected::awaiting`]).
+pub fn awaiting_dad(
+    routes: &[Route],
+    addrs: &[IfAddr],
+    source: &Source,
+    iface_index: Option<u32>,
+    ipv4: bool,
+    ipv6: bool,
+    set: &AddressSet,
+) -> bool {
+    let missing = [
+        (Family::V4, ipv4 && set.ipv4.is_empty()),
+        (Family::V6, ipv6 && set.ipv6.is_empty()),
+    ];
+    missing.into_iter().filter(|&(_, m)| m).any(|(family, _)| {
+        let index = match source {
+            Source::Interface(_) => iface_index,
+            Source::DefaultRoute => routes
+                .iter()
+                .filter(|r| r.family == family && r.dst_len == 0 && r.table == TABLE_MAIN)
+                .min_by_key(|r| (r.priority, r.oif.unwrap_or(u32::MAX)))
+                .and_then(|r| r.oif),
+        };
+        index.is_some_and(|index| {
+            addrs.iter().any(|a| {
+                a.index == index
+                    && a.family == family
+                    && a.scope == SCOPE_UNIVERSE
+                    && a.flags & libc::IFA_F_TENTATIVE != 0
+                    && a.flags & (libc::IFA_F_DADFAILED | libc::IFA_F_DEPRECATED) == 0
+                    && (family == Family::V4 || a.flags & libc::IFA_F_TEMPORARY == 0)
+            })
+        })
+    })
 }
 
 /// Chooses the published addresses from the kernel's routes and addresses by
@@ -427,6 +479,34 @@ mod tests {
     }
 
     #[test]
+    fn a_tentative_address_of_a_missing_family_is_awaited() {
+        let src = Source::Interface("x".into());
+        let addrs = vec![addr(3, "10.0.0.3", 0, 0), addr(3, "2a00::9", 0, TENTATIVE)];
+        let got = select(&[], &addrs, &src, Some(3), true, true);
+        assert_eq!(got, set(&["10.0.0.3"], &[]));
+        assert!(awaiting_dad(&[], &addrs, &src, Some(3), true, true, &got));
+        // Not when IPv6 is not wanted, nor for another interface.
+        assert!(!awaiting_dad(&[], &addrs, &src, Some(3), true, false, &got));
+        assert!(!awaiting_dad(&[], &addrs, &src, Some(4), true, true, &got));
+        // A failed detection is not coming, nor is a temporary address.
+        for flags in [TENTATIVE | DADFAILED, TENTATIVE | TEMPORARY] {
+            let addrs = vec![addr(3, "10.0.0.3", 0, 0), addr(3, "2a00::9", 0, flags)];
+            assert!(
+                !awaiting_dad(&[], &addrs, &src, Some(3), true, true, &got),
+                "{flags:#x}"
+            );
+        }
+        // Present in the set: nothing is awaited even if another is tentative.
+        let both = vec![
+            addr(3, "10.0.0.3", 0, 0),
+            addr(3, "2a00::1", 0, 0),
+            addr(3, "2a00::9", 0, TENTATIVE),
+        ];
+        let got = select(&[], &both, &src, Some(3), true, true);
+        assert!(!awaiting_dad(&[], &both, &src, Some(3), true, true, &got));
+    }
+
+    #[test]
     fn global_unicast_beats_unique_local_beats_the_rest() {
         let addrs = vec![
             addr(3, "fc00::1", 0, 0),
@@ -612,7 +692,7 @@ mod tests {
 
     #[test]
     fn real_detection_on_loopback() {
-        let got = detect(&Source::Interface("lo".into()), true, true).unwrap();
+        let got = detect(&Source::Interface("lo".into()), true, true).unwrap().set;
         assert_eq!(got.ipv4, vec![Ipv4Addr::LOCALHOST]);
         // ::1 exists unless IPv6 is disabled on this machine.
         assert!(got.ipv6.is_empty() || got.ipv6 == vec![Ipv6Addr::LOCALHOST], "{got:?}");
@@ -636,10 +716,33 @@ mod tests {
             ip(&["-6", "route", "add", "default", "dev", "lo"]);
             let by_route = detect(&Source::DefaultRoute, true, true).unwrap();
             let by_iface = detect(&Source::Interface("lo".into()), true, true).unwrap();
-            (by_route, by_iface)
+            // A new address under duplicate address detection is awaited.
+            ip(&["-6", "addr", "del", "2001:db8::9/64", "dev", "lo"]);
+            ip(&["-6", "addr", "del", "fd00::9/64", "dev", "lo"]);
+            ip(&[
+                "link",
+                "add",
+                "lancert-d0",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "lancert-d1",
+            ]);
+            ip(&["link", "set", "lancert-d0", "up"]);
+            ip(&["link", "set", "lancert-d1", "up"]);
+            ip(&["addr", "add", "10.9.8.1/24", "dev", "lancert-d0"]);
+            ip(&["-6", "addr", "add", "2001:db8:8::1/64", "dev", "lancert-d0"]);
+            let tentative = detect(&Source::Interface("lancert-d0".into()), true, true).unwrap();
+            (by_route, by_iface, tentative)
         });
-        let Some((by_route, by_iface)) = result else { return };
-        assert_eq!(by_route, set(&["10.9.9.9"], &["2001:db8::9"]));
-        assert_eq!(by_iface, set(&["10.9.9.9"], &["2001:db8::9"]));
+        let Some((by_route, by_iface, tentative)) = result else {
+            return;
+        };
+        assert_eq!(by_route.set, set(&["10.9.9.9"], &["2001:db8::9"]));
+        assert_eq!(by_iface.set, set(&["10.9.9.9"], &["2001:db8::9"]));
+        assert!(!by_route.awaiting && !by_iface.awaiting);
+        assert_eq!(tentative.set, set(&["10.9.8.1"], &[]), "{tentative:?}");
+        assert!(tentative.awaiting, "{tentative:?}");
     }
 }

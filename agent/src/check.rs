@@ -299,7 +299,8 @@ fn send_report(session: &mut Session<'_>, report: &serde_json::Value) -> Result<
 
 fn address_step(session: &mut Session<'_>, state: &mut State, grace: Option<Duration>) -> Result<bool> {
     let config = session.config;
-    let current = addresses::detect(&address_source(config), config.ipv4, config.ipv6)?;
+    let detected = addresses::detect(&address_source(config), config.ipv4, config.ipv6)?;
+    let current = detected.set;
     if current.is_empty() {
         log::info!("no usable address yet (no default route or no global address); nothing to publish");
         return Ok(false);
@@ -309,6 +310,15 @@ fn address_step(session: &mut Session<'_>, state: &mut State, grace: Option<Dura
     let stale = refresh_due(state.addresses_reported_at, now, config.address_refresh, grace);
     if !changed && !stale {
         log::debug!("addresses unchanged: {}", describe(&current));
+        return Ok(false);
+    }
+    if changed && detected.awaiting {
+        // The kernel announces the end of duplicate address detection with
+        // an address event, which brings the daemon back.
+        log::info!(
+            "a new address is still tentative (duplicate address detection); publishing {} waits for it",
+            describe(&current)
+        );
         return Ok(false);
     }
     let kid = session.enrollment.device.clone();

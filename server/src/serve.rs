@@ -163,8 +163,13 @@ async fn serve(config: &Config) -> Result<(), Error> {
         .map_err(|e| Error::io("listening on", config.listen.to_string(), e))?;
     let handle = axum_server::Handle::new();
     let header_read_timeout = Duration::from_secs(config.header_read_timeout_secs);
+    // TCP_NODELAY: devices open a connection per check, and without it the
+    // first answer on a connection often waited 40 ms for the device's
+    // delayed ACK (Nagle), most of an address update's time after the
+    // agent's settle delay (bench/event-latency).
     let tls = RustlsAcceptor::new(RustlsConfig::from_config(tls_config))
-        .handshake_timeout(Duration::from_secs(config.tls_handshake_timeout_secs));
+        .handshake_timeout(Duration::from_secs(config.tls_handshake_timeout_secs))
+        .acceptor(axum_server::accept::NoDelayAcceptor::new());
     let mut server = axum_server::from_tcp(listener)
         .map_err(|e| Error::io("listening on", config.listen.to_string(), e))?
         .acceptor(ConnectionLimit::new(tls, config.max_connections as usize))
