@@ -19,6 +19,7 @@
 //! After a restart, started orders are resumed at once ([`Issuance::resume`])
 //! and queued ones stay queued in their order.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -33,6 +34,9 @@ use crate::store::{EventKind, Order, OrderStatus, Reservation, Store, StoreError
 
 /// Most issuances running at once; the rest wait their turn.
 pub const MAX_CONCURRENT: usize = 4;
+/// Longest `Retry-After` from the typical issuance time (a CA having a slow
+/// day must not park devices for long).
+pub const MAX_EXPECTED_WAIT_SECS: u64 = 60;
 /// An issuance taking longer than this fails with `issuanceFailed`.
 pub const TIMEOUT: Duration = Duration::from_secs(3600);
 /// Retry-After for orders failed by [`TIMEOUT`] or a bad chain.
@@ -78,6 +82,9 @@ pub struct Issuance {
     /// Makes the per-hostname check and the insert one step.
     submitting: Arc<Mutex<()>>,
     clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+    /// How long an issuance typically takes (ms; 0 until one succeeded): a
+    /// moving average, for the `Retry-After` of started orders.
+    typical_ms: Arc<AtomicU64>,
 }
 
 /// What one scheduling pass did.
@@ -116,7 +123,28 @@ impl Issuance {
             wake: Arc::new(Notify::new()),
             submitting: Arc::new(Mutex::new(())),
             clock: Arc::new(crate::clock::now),
+            typical_ms: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Seconds until a started order is typically done: the moving average
+    /// of recent issuance times minus what it has run, at most
+    /// [`MAX_EXPECTED_WAIT_SECS`]; 0 for orders not started or when no
+    /// issuance has succeeded yet. Devices poll no earlier than this, so a
+    /// renewal against a CA that takes 10 s costs one poll, not ten.
+    pub fn expected_remaining(&self, order: &Order, now: i64) -> u64 {
+        let Some(started) = order.started else { return 0 };
+        let typical = self.typical_ms.load(Ordering::Relaxed).div_ceil(1_000);
+        let ran = u64::try_from(now.saturating_sub(started)).unwrap_or(0);
+        typical.saturating_sub(ran).min(MAX_EXPECTED_WAIT_SECS)
+    }
+
+    /// Folds a successful issuance's time into the moving average (weight
+    /// 1/8).
+    fn record_duration(&self, ms: u64) {
+        let old = self.typical_ms.load(Ordering::Relaxed);
+        let new = if old == 0 { ms } else { (old * 7 + ms) / 8 };
+        self.typical_ms.store(new.max(1), Ordering::Relaxed);
     }
 
     fn now(&self) -> i64 {
@@ -433,10 +461,11 @@ impl Issuance {
         let recorded = match outcome {
             Ok(chain) => match chain_info::leaf(&chain.pem_chain) {
                 Ok(info) => {
+                    let took = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    self.record_duration(took);
                     log::info!(
-                        "order {id}: issued {hostname}, serial {}, CSR to chain in {} ms",
-                        info.serial,
-                        began.elapsed().as_millis()
+                        "order {id}: issued {hostname}, serial {}, CSR to chain in {took} ms",
+                        info.serial
                     );
                     let renewal = chain.renewal.map(|w| (w.start, w.end));
                     self.store
@@ -622,6 +651,27 @@ mod tests {
     fn status(store: &Store, id: &str) -> (OrderStatus, Option<i64>) {
         let o = store.order(id).unwrap().unwrap();
         (o.status, o.started)
+    }
+
+    #[test]
+    fn started_orders_are_polled_when_an_issuance_is_typically_done() {
+        let store = Arc::new(Store::open_in_memory().unwrap());
+        let issuance = Issuance::new(store, signing(false), BudgetConfig::UNLIMITED);
+        let mut o = order("o1", "d1", "h1", 1_000);
+        assert_eq!(issuance.expected_remaining(&o, 1_000), 0, "not started");
+        o.started = Some(1_000);
+        assert_eq!(issuance.expected_remaining(&o, 1_000), 0, "no issuance measured yet");
+        issuance.record_duration(9_200);
+        assert_eq!(issuance.expected_remaining(&o, 1_000), 10);
+        assert_eq!(issuance.expected_remaining(&o, 1_004), 6);
+        assert_eq!(issuance.expected_remaining(&o, 1_030), 0, "overdue: poll as usual");
+        // A moving average: one slow issuance moves it by an eighth.
+        issuance.record_duration(89_200);
+        assert_eq!(issuance.expected_remaining(&o, 1_000), 20);
+        for _ in 0..40 {
+            issuance.record_duration(600_000);
+        }
+        assert_eq!(issuance.expected_remaining(&o, 1_000), MAX_EXPECTED_WAIT_SECS);
     }
 
     #[tokio::test]

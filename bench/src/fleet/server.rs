@@ -2,10 +2,13 @@
 //! issuance queue. Orders start in arrival order as soon as one of the
 //! reference server's [`MAX_CONCURRENT`] issuance slots is free and take
 //! the CA's time to complete; while an order is processing the server
-//! answers `Retry-After` as `lancert-server` does (`retry_after_secs`,
-//! default 1 s: with no budget holding orders back, its queue estimate is
-//! 0). Renewals with `replaces` are exempt from Let's Encrypt's limits, so
-//! in these scenarios no budget holds an order back.
+//! answers `Retry-After` as `lancert-server` does: for a started order the
+//! typical issuance time less what it has run
+//! (`Issuance::expected_remaining`; the model's CA always takes the same
+//! time, so the typical time is that), at least `retry_after_secs` (1 s);
+//! for an order waiting for a slot 1 s (with no budget holding orders back
+//! its queue estimate is 0). Renewals with `replaces` are exempt from Let's
+//! Encrypt's limits, so in these scenarios no budget holds an order back.
 
 /// The reference server's concurrent issuances (`server/src/issuance.rs`).
 pub const MAX_CONCURRENT: usize = 4;
@@ -27,8 +30,8 @@ pub struct ServerModel {
     outages: Vec<(u64, u64)>,
     /// When each issuance slot is free again (ms).
     slots: [u64; MAX_CONCURRENT],
-    /// When each order is issued (ms), by order number.
-    ready_at: Vec<u64>,
+    /// When each order starts and is issued (ms), by order number.
+    orders: Vec<(u64, u64)>,
     /// How long the CA takes for one order (ms): dns-01 record published
     /// and seen, validation, finalization.
     ca_ms: u64,
@@ -40,7 +43,7 @@ impl ServerModel {
         ServerModel {
             outages,
             slots: [0; MAX_CONCURRENT],
-            ready_at: Vec::new(),
+            orders: Vec::new(),
             ca_ms,
         }
     }
@@ -60,16 +63,25 @@ impl ServerModel {
             .enumerate()
             .min_by_key(|&(_, t)| t)
             .unwrap_or((0, now));
-        let ready = now.max(free_at) + self.ca_ms;
+        let start = now.max(free_at);
+        let ready = start + self.ca_ms;
         self.slots[slot] = ready;
-        self.ready_at.push(ready);
-        self.ready_at.len() - 1
+        self.orders.push((start, ready));
+        self.orders.len() - 1
     }
 
     /// The order's state at `now`.
     pub fn order(&self, order: usize, now: u64) -> OrderState {
-        match self.ready_at.get(order) {
-            Some(&ready) if ready <= now => OrderState::Valid { issued_at: ready },
+        match self.orders.get(order) {
+            Some(&(_, ready)) if ready <= now => OrderState::Valid { issued_at: ready },
+            Some(&(start, _)) if start <= now => {
+                // Whole seconds, as the server stores `started`.
+                let ran = now / 1_000 - start / 1_000;
+                let typical = self.ca_ms.div_ceil(1_000);
+                OrderState::Processing {
+                    retry_after_secs: typical.saturating_sub(ran).max(RETRY_AFTER_SECS),
+                }
+            }
             _ => OrderState::Processing {
                 retry_after_secs: RETRY_AFTER_SECS,
             },
@@ -78,7 +90,7 @@ impl ServerModel {
 
     /// Orders submitted so far.
     pub fn orders(&self) -> usize {
-        self.ready_at.len()
+        self.orders.len()
     }
 }
 
@@ -92,9 +104,15 @@ mod tests {
         assert!(s.up(99) && !s.up(100) && !s.up(199) && s.up(200));
         let ids: Vec<usize> = (0..5).map(|_| s.submit(0)).collect();
         assert_eq!(ids, [0, 1, 2, 3, 4]);
+        assert_eq!(s.order(0, 0), OrderState::Processing { retry_after_secs: 10 });
         assert_eq!(s.order(0, 9_999), OrderState::Processing { retry_after_secs: 1 });
         assert_eq!(s.order(3, 10_000), OrderState::Valid { issued_at: 10_000 });
-        assert_eq!(s.order(4, 10_000), OrderState::Processing { retry_after_secs: 1 });
+        assert_eq!(
+            s.order(4, 5_000),
+            OrderState::Processing { retry_after_secs: 1 },
+            "waits for a slot"
+        );
+        assert_eq!(s.order(4, 12_000), OrderState::Processing { retry_after_secs: 8 });
         assert_eq!(s.order(4, 20_000), OrderState::Valid { issued_at: 20_000 });
     }
 }

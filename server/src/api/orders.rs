@@ -68,9 +68,12 @@ fn respond(app: &SharedApp, order: &Order, done_status: StatusCode, location: bo
     let processing = order.status == OrderStatus::Processing;
     let status = if processing { StatusCode::ACCEPTED } else { done_status };
     let retry_after = if processing {
-        // Started: the CA is at work, poll as usual. Queued: not before the
-        // budget lets it start.
-        let wait = app.issuance.queue_wait(order, now)?;
+        // Started: the CA is at work, poll when it is typically done.
+        // Queued: not before the budget lets it start.
+        let wait = app
+            .issuance
+            .queue_wait(order, now)?
+            .max(app.issuance.expected_remaining(order, now));
         Some(app.retry_after_secs.max(wait).min(MAX_QUEUED_RETRY_AFTER_SECS))
     } else {
         order.retry_after
