@@ -173,11 +173,7 @@ pub fn awaiting_dad(
     missing.into_iter().filter(|&(_, m)| m).any(|(family, _)| {
         let index = match source {
             Source::Interface(_) => iface_index,
-            Source::DefaultRoute => routes
-                .iter()
-                .filter(|r| r.family == family && r.dst_len == 0 && r.table == TABLE_MAIN)
-                .min_by_key(|r| (r.priority, r.oif.unwrap_or(u32::MAX)))
-                .and_then(|r| r.oif),
+            Source::DefaultRoute => best_default_route(routes, family).and_then(|r| r.oif),
         };
         index.is_some_and(|index| {
             addrs.iter().any(|a| {
@@ -222,12 +218,18 @@ pub fn select(
     set
 }
 
-/// The address of `family` by the main table's best default route.
-fn pick_by_route(routes: &[Route], addrs: &[IfAddr], family: Family) -> Option<IpAddr> {
-    let route = routes
+/// The main table's best default route of `family`: the lowest metric,
+/// ties to the lower output interface index.
+fn best_default_route(routes: &[Route], family: Family) -> Option<&Route> {
+    routes
         .iter()
         .filter(|r| r.family == family && r.dst_len == 0 && r.table == TABLE_MAIN)
-        .min_by_key(|r| (r.priority, r.oif.unwrap_or(u32::MAX)))?;
+        .min_by_key(|r| (r.priority, r.oif.unwrap_or(u32::MAX)))
+}
+
+/// The address of `family` by the main table's best default route.
+fn pick_by_route(routes: &[Route], addrs: &[IfAddr], family: Family) -> Option<IpAddr> {
+    let route = best_default_route(routes, family)?;
     if let Some(src) = route.prefsrc {
         if addrs
             .iter()

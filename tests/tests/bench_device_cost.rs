@@ -584,6 +584,12 @@ struct Row {
     figures: Figures,
 }
 
+impl Row {
+    fn new(client: &'static str, step: &'static str, figures: Figures) -> Row {
+        Row { client, step, figures }
+    }
+}
+
 /// The agent's measured run: its own request count, the relay's bytes, the
 /// server's requests to pebble A.
 fn agent_run(w: &World, mode: Mode, dir: &Path, label: &str, cmd: &Cmd) -> Figures {
@@ -686,30 +692,18 @@ fn pass(w: &World, mode: Mode, n: usize, notes: &mut BTreeMap<String, Value>) ->
         stderr: f.stderr.clone(),
         elapsed: Duration::ZERO,
     });
-    rows.push(Row {
-        client: "agent",
-        step: "enrol",
-        figures: f,
-    });
+    rows.push(Row::new("agent", "enrol", f));
     let cert = config.path("cert_file");
 
     let f = agent_run(w, mode, &runs, "first", &agent(&["--check-now"]));
     expect_exit(&f, 0, "agent first issuance");
     let first = read(&cert);
-    rows.push(Row {
-        client: "agent",
-        step: "first issuance",
-        figures: f,
-    });
+    rows.push(Row::new("agent", "first issuance", f));
 
     let f = agent_run(w, mode, &runs, "noop", &agent(&["--check-now"]));
     expect_exit(&f, 2, "agent no-op check");
     assert_eq!(read(&cert), first, "the no-op check changed the certificate");
-    rows.push(Row {
-        client: "agent",
-        step: "no-op",
-        figures: f,
-    });
+    rows.push(Row::new("agent", "no-op", f));
 
     if mode == Mode::Callgrind {
         // What libfaketime itself adds to a run (it is in the renewal's
@@ -742,11 +736,7 @@ fn pass(w: &World, mode: Mode, n: usize, notes: &mut BTreeMap<String, Value>) ->
         published.iter().any(|v| v == new_ip),
         "the server does not publish {new_ip} for {hostname}: {published:?}"
     );
-    rows.push(Row {
-        client: "agent",
-        step: "address update",
-        figures: f,
-    });
+    rows.push(Row::new("agent", "address update", f));
 
     // The renewal comes when the agent's clock (libfaketime) reaches the
     // moment it picked in the server's window (or the last third), plus a
@@ -781,11 +771,7 @@ fn pass(w: &World, mode: Mode, n: usize, notes: &mut BTreeMap<String, Value>) ->
     );
     expect_exit(&f, 0, "agent renewal");
     assert_ne!(read(&cert), first, "the renewal did not replace the certificate");
-    rows.push(Row {
-        client: "agent",
-        step: "renewal",
-        figures: f,
-    });
+    rows.push(Row::new("agent", "renewal", f));
 
     // --- uacme
     let dir = w.env_b.subdir(&format!("{tag}/uacme"));
@@ -821,27 +807,15 @@ fn pass(w: &World, mode: Mode, n: usize, notes: &mut BTreeMap<String, Value>) ->
 
     let f = client_run(w, mode, &runs, "uacme-new", &uacme(&["-y", "new", EMAIL]));
     expect_exit(&f, 0, "uacme new");
-    rows.push(Row {
-        client: "uacme",
-        step: "enrol",
-        figures: f,
-    });
+    rows.push(Row::new("uacme", "enrol", f));
     let f = client_run(w, mode, &runs, "uacme-first", &uacme(&["-h", hook, "issue", &hostname]));
     expect_exit(&f, 0, "uacme first issuance");
     let first = read(&cert);
-    rows.push(Row {
-        client: "uacme",
-        step: "first issuance",
-        figures: f,
-    });
+    rows.push(Row::new("uacme", "first issuance", f));
     let f = client_run(w, mode, &runs, "uacme-noop", &uacme(&["-h", hook, "issue", &hostname]));
     expect_exit(&f, 1, "uacme no-op run");
     assert_eq!(read(&cert), first, "uacme's no-op run changed the certificate");
-    rows.push(Row {
-        client: "uacme",
-        step: "no-op",
-        figures: f,
-    });
+    rows.push(Row::new("uacme", "no-op", f));
     let f = client_run(
         w,
         mode,
@@ -851,11 +825,7 @@ fn pass(w: &World, mode: Mode, n: usize, notes: &mut BTreeMap<String, Value>) ->
     );
     expect_exit(&f, 0, "uacme renewal");
     assert_ne!(read(&cert), first, "uacme's renewal did not replace the certificate");
-    rows.push(Row {
-        client: "uacme",
-        step: "renewal",
-        figures: f,
-    });
+    rows.push(Row::new("uacme", "renewal", f));
 
     // --- lego
     let dir = w.env_b.subdir(&format!("{tag}/lego"));
@@ -898,19 +868,11 @@ fn pass(w: &World, mode: Mode, n: usize, notes: &mut BTreeMap<String, Value>) ->
     let f = client_run(w, mode, &runs, "lego-first", &lego(&["run"]));
     expect_exit(&f, 0, "lego first issuance");
     let first = read(&cert);
-    rows.push(Row {
-        client: "lego",
-        step: "first issuance",
-        figures: f,
-    });
+    rows.push(Row::new("lego", "first issuance", f));
     let f = client_run(w, mode, &runs, "lego-noop", &lego(&["renew", "--no-random-sleep"]));
     expect_exit(&f, 0, "lego no-op run");
     assert_eq!(read(&cert), first, "lego's no-op run changed the certificate");
-    rows.push(Row {
-        client: "lego",
-        step: "no-op",
-        figures: f,
-    });
+    rows.push(Row::new("lego", "no-op", f));
     let f = client_run(
         w,
         mode,
@@ -920,11 +882,7 @@ fn pass(w: &World, mode: Mode, n: usize, notes: &mut BTreeMap<String, Value>) ->
     );
     expect_exit(&f, 0, "lego renewal");
     assert_ne!(read(&cert), first, "lego's renewal did not replace the certificate");
-    rows.push(Row {
-        client: "lego",
-        step: "renewal",
-        figures: f,
-    });
+    rows.push(Row::new("lego", "renewal", f));
     rows
 }
 
