@@ -327,6 +327,10 @@ mod tests {
         let m = small("address-day");
         assert!(m.publish_delays.len() > 50, "{}", m.publish_delays.len());
         let settle = agent::schedule::ADDRESS_SETTLE.as_millis() as u64;
-        assert!(m.publish_delays.iter().all(|&d| d == settle), "{:?}", &m.publish_delays[..5]);
+        assert!(
+            m.publish_delays.iter().all(|&d| d == settle),
+            "{:?}",
+            &m.publish_delays[..5]
+        );
     }
 }
