@@ -155,6 +155,18 @@ pub struct Detected {
     pub awaiting: bool,
 }
 
+/// Whether `current` differs from `published` only by a family that it
+/// lacks and `published` has: publishing it would only remove a record.
+/// Only then does a tentative address hold the update back (see
+/// [`Detected::awaiting`]), so that a detection that never ends (a link
+/// without carrier) cannot hold back a change of the other family.
+pub fn only_drops_a_family(published: Option<&AddressSet>, current: &AddressSet) -> bool {
+    let Some(p) = published else { return false };
+    let v4_dropped = !p.ipv4.is_empty() && current.ipv4.is_empty();
+    let v6_dropped = !p.ipv6.is_empty() && current.ipv6.is_empty();
+    (v4_dropped && p.ipv6 == current.ipv6) || (v6_dropped && p.ipv4 == current.ipv4)
+}
+
 /// Whether a wanted family missing from `set` has a tentative address on
 /// the interface it would be taken from (see [`Detected::awaiting`]).
 pub fn awaiting_dad(
@@ -506,6 +518,21 @@ mod tests {
         ];
         let got = select(&[], &both, &src, Some(3), true, true);
         assert!(!awaiting_dad(&[], &both, &src, Some(3), true, true, &got));
+    }
+
+    #[test]
+    fn only_a_dropped_family_waits() {
+        let both = set(&["10.0.0.3"], &["2a00::1"]);
+        assert!(only_drops_a_family(Some(&both), &set(&["10.0.0.3"], &[])));
+        assert!(only_drops_a_family(Some(&both), &set(&[], &["2a00::1"])));
+        assert!(
+            !only_drops_a_family(Some(&both), &set(&["10.0.0.4"], &[])),
+            "IPv4 changed too"
+        );
+        assert!(!only_drops_a_family(Some(&both), &both));
+        assert!(!only_drops_a_family(None, &set(&["10.0.0.3"], &[])));
+        let v4 = set(&["10.0.0.3"], &[]);
+        assert!(!only_drops_a_family(Some(&v4), &set(&["10.0.0.4"], &[])));
     }
 
     #[test]

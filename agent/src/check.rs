@@ -312,7 +312,7 @@ fn address_step(session: &mut Session<'_>, state: &mut State, grace: Option<Dura
         log::debug!("addresses unchanged: {}", describe(&current));
         return Ok(false);
     }
-    if changed && detected.awaiting {
+    if changed && detected.awaiting && addresses::only_drops_a_family(state.addresses.as_ref(), &current) {
         // The kernel announces the end of duplicate address detection with
         // an address event, which brings the daemon back.
         log::info!(
