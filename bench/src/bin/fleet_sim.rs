@@ -53,8 +53,12 @@ fn parse() -> Result<Args, String> {
             other => return Err(format!("unknown option {other}")),
         }
     }
-    if params.days * DAY + WARM_UP <= EVENT_AT + 2 * DAY && params.days < 33 {
-        return Err("--days must be at least 33 (the disruptions start on day 30)".into());
+    // The disruptions start on day 30 and are reported over two days.
+    if WARM_UP + params.days * DAY < EVENT_AT + 2 * DAY {
+        return Err("--days must be at least 32 (the disruptions start on day 30)".into());
+    }
+    if params.devices == 0 {
+        return Err("--devices must be at least 1".into());
     }
     Ok(Args { params, csv, names })
 }
