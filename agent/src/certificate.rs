@@ -172,12 +172,13 @@ pub fn inspect(der: &[u8]) -> Result<CertInfo, String> {
 }
 
 /// Reads the installed certificate file (PEM; a fullchain file is fine, its
-/// first certificate is the leaf).
+/// first certificate is the leaf): what the agent needs of the leaf, and its
+/// DER (to compare with the fullchain file's first certificate).
 ///
 /// `Ok(None)`: the file does not exist. `Err(Error::Io)`: it could not be
 /// read. `Err(Error::Rejected)`: it exists but does not hold a certificate;
 /// the caller treats that as "renew".
-pub fn load(path: &Path) -> Result<Option<CertInfo>> {
+pub fn load(path: &Path) -> Result<Option<(CertInfo, Vec<u8>)>> {
     let doing = "reading the installed certificate";
     let corrupt = |why: String| Error::rejected(format!("{doing} {}", path.display()), why);
     let pem = match crate::atomic::read_bounded(path, MAX_CHAIN_PEM_BYTES as u64, doing) {
@@ -189,8 +190,10 @@ pub fn load(path: &Path) -> Result<Option<CertInfo>> {
         }
         Err(e) => return Err(e),
     };
-    let chain = pem_to_der_chain(&pem).map_err(corrupt)?;
-    inspect(&chain[0]).map(Some).map_err(corrupt)
+    let mut chain = pem_to_der_chain(&pem).map_err(corrupt)?;
+    let leaf = chain.swap_remove(0);
+    let info = inspect(&leaf).map_err(corrupt)?;
+    Ok(Some((info, leaf)))
 }
 
 /// The SubjectPublicKeyInfo (DER) of the private key in a PEM key file, to
@@ -321,7 +324,9 @@ mod tests {
         }
         let key = CertKey::generate().unwrap();
         std::fs::write(&p, self_signed(&key, &["a.example.com"]).pem()).unwrap();
-        assert_eq!(load(&p).unwrap().unwrap().dns_names, ["a.example.com"]);
+        let (info, leaf) = load(&p).unwrap().unwrap();
+        assert_eq!(info.dns_names, ["a.example.com"]);
+        assert_eq!(first_certificate_block(&std::fs::read(&p).unwrap()), Some(leaf));
         std::fs::write(&p, vec![b'x'; MAX_CHAIN_PEM_BYTES + 1]).unwrap();
         assert!(matches!(load(&p), Err(Error::Rejected { .. })));
         // A directory where the file should be is unreadable, not corrupt.

@@ -152,10 +152,10 @@ pub fn installed(config: &Config) -> Installed {
     match certificate::load(&config.cert_file) {
         Ok(None) => Installed::Missing,
         Err(e) => Installed::Corrupt(e.to_string()),
-        Ok(Some(cert)) => {
+        Ok(Some((cert, leaf_der))) => {
             let key_matches =
                 matches!(certificate::key_file_spki(&config.key_file), Ok(Some(spki)) if spki == cert.spki_der);
-            let fullchain_matches = renew::fullchain_starts_with_cert(config);
+            let fullchain_matches = renew::fullchain_starts_with(config, &leaf_der);
             Installed::Present {
                 cert,
                 key_matches,

@@ -102,20 +102,15 @@ pub fn repair_torn_set(config: &Config, current: &Installed) -> Result<bool> {
     Ok(true)
 }
 
-/// Whether the fullchain file starts with the certificate file's
-/// certificate (no key or signature math: cheap enough for every check).
-/// A missing or unreadable file counts as not.
-pub fn fullchain_starts_with_cert(config: &Config) -> bool {
-    let first = |path: &std::path::Path| {
-        let pem = crate::atomic::read_bounded(path, install::MAX_FILE_BYTES, "reading")
-            .ok()
-            .flatten()?;
-        crate::certificate::first_certificate_block(&pem)
-    };
-    match (first(&config.cert_file), first(&config.fullchain_file)) {
-        (Some(cert), Some(fullchain)) => cert == fullchain,
-        _ => false,
-    }
+/// Whether the fullchain file starts with `leaf_der`, the certificate
+/// file's leaf (no key or signature math: cheap enough for every check).
+/// A missing or unreadable fullchain counts as not.
+pub fn fullchain_starts_with(config: &Config, leaf_der: &[u8]) -> bool {
+    crate::atomic::read_bounded(&config.fullchain_file, install::MAX_FILE_BYTES, "reading")
+        .ok()
+        .flatten()
+        .and_then(|pem| crate::certificate::first_certificate_block(&pem))
+        .is_some_and(|first| first == leaf_der)
 }
 
 /// Runs the reload command and, if configured, checks that the web server
