@@ -12,7 +12,7 @@ use std::sync::Arc;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{DnsBackend, DnsError, Record, RecordType};
-use crate::store::{Store, StoreError};
+use crate::store::{begin_write, Store, StoreError};
 use crate::BoxFuture;
 
 /// Records in the `records` table.
@@ -29,7 +29,7 @@ impl SqliteZone {
     fn replace(&self, name: &str, types: &[RecordType], values: &[(RecordType, String)]) -> Result<(), DnsError> {
         self.store
             .with("replacing records", |conn| {
-                let tx = conn.transaction()?;
+                let tx = begin_write(conn)?;
                 let before = record_set(&tx, name)?;
                 for t in types {
                     tx.execute(

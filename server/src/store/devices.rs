@@ -2,7 +2,7 @@
 
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 
-use super::{Store, StoreError};
+use super::{begin_write, Store, StoreError};
 
 /// Attempts at drawing a free random hostname before giving up (with 36^5
 /// labels, a collision is already rare).
@@ -87,7 +87,7 @@ impl Store {
         random_hostname: &mut dyn FnMut() -> String,
     ) -> Result<EnrollOutcome, StoreError> {
         self.with("enrolling device", |conn| {
-            let tx = conn.transaction()?;
+            let tx = begin_write(conn)?;
             let token: Option<(Option<String>, i64, Option<String>)> = tx
                 .query_row(
                     "SELECT hostname, expires, used_by FROM tokens WHERE hash = ?1",
@@ -279,5 +279,41 @@ mod tests {
         assert_eq!(d2.hostname, "box.z.test");
         assert_eq!(store.devices().unwrap().len(), 2);
         assert!(store.revoke_device("nope").unwrap().is_none());
+    }
+
+    /// The failure CI met: an admin command mints a token (in its own
+    /// process, on its own connection) while the server is inside an
+    /// enrollment that has read but not yet written. The enrollment must
+    /// wait for the lock, not fail with "database is locked".
+    #[test]
+    fn enrollment_and_a_concurrent_token_mint_both_succeed() {
+        let dir = crate::issuer::local_ca::tests::temp_dir("store-race");
+        let path = dir.join("server.db");
+        let server = Store::open(&path).unwrap();
+        let hash = mint(&server, None, 0, 100);
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let mut minter = None;
+        let mut label = || {
+            // Called between the enrollment's first read and its first
+            // write: the admin command commits now if it can. Holding the
+            // write lock, the enrollment makes it wait; without it, the
+            // mint commits within the 300 ms and the enrollment's write
+            // then finds its snapshot stale.
+            let (path, done_tx) = (path.clone(), done_tx.clone());
+            minter = Some(std::thread::spawn(move || {
+                let admin = Store::open(&path).unwrap();
+                let (_, rows) = tokens::mint(1, None, 0, 100);
+                let result = admin.insert_tokens(&rows);
+                let _ = done_tx.send(());
+                result
+            }));
+            let _ = done_rx.recv_timeout(std::time::Duration::from_millis(300));
+            "racy.z.test".to_string()
+        };
+        let out = server.enroll(&hash, &new_device("d1", "t1"), 1, &mut label);
+        assert!(matches!(out, Ok(EnrollOutcome::Enrolled(_))), "{out:?}");
+        let minted = minter.expect("the enrollment drew a name").join().unwrap();
+        assert!(minted.is_ok(), "{minted:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

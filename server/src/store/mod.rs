@@ -5,7 +5,8 @@
 //! and single-row writes), so handlers run them inline rather than on a
 //! blocking pool. WAL mode and a busy timeout let the admin commands
 //! (`lancert-server devices`, `token`, ...) use the same file while the server
-//! runs.
+//! runs. Every transaction that writes begins with the write lock
+//! ([`begin_write`]), so the busy timeout covers it from its first statement.
 
 mod devices;
 mod events;
@@ -24,10 +25,23 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 /// How long a statement waits for another process's write lock.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Begins a transaction that will write, taking the write lock at once
+/// (`BEGIN IMMEDIATE`).
+///
+/// A deferred transaction that reads first and writes later cannot wait for
+/// the lock: in WAL mode, when another process (an admin command minting a
+/// token) committed after its first read, SQLite answers `SQLITE_BUSY` at once
+/// instead of honouring the busy timeout, since waiting could not make the
+/// transaction's snapshot current again. Taking the lock up front makes the
+/// timeout apply.
+pub(crate) fn begin_write(conn: &mut Connection) -> rusqlite::Result<Transaction<'_>> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+}
 
 /// A database failure, with what was being done.
 #[derive(Debug)]

@@ -8,7 +8,7 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::events::{self, EventKind};
-use super::{Store, StoreError};
+use super::{begin_write, Store, StoreError};
 
 /// The window the per-device order limit counts over.
 pub const RATE_WINDOW_SECS: i64 = 3600;
@@ -199,7 +199,7 @@ impl Store {
     /// left to finish.
     pub fn create_order(&self, order: &Order, max_per_window: u32) -> Result<Reservation, StoreError> {
         self.with("creating order", |conn| {
-            let tx = conn.transaction()?;
+            let tx = begin_write(conn)?;
             let since = order.created - RATE_WINDOW_SECS;
             let (count, oldest): (i64, Option<i64>) = tx.query_row(
                 "SELECT COUNT(*), MIN(created) FROM orders WHERE device = ?1 AND created > ?2",
@@ -324,7 +324,7 @@ impl Store {
     /// Returns false when the order was not queued (any more).
     pub fn start_order(&self, id: &str, now: i64, exempt: bool) -> Result<bool, StoreError> {
         self.with("starting order", |conn| {
-            let tx = conn.transaction()?;
+            let tx = begin_write(conn)?;
             let hostname: Option<String> = tx
                 .query_row(
                     "UPDATE orders SET started = ?2, exempt = ?3, expires = MAX(expires, ?2 + expires - created)
@@ -380,7 +380,7 @@ impl Store {
     /// the previous issuer when it changed and orders were marked.
     pub fn set_issuer(&self, name: &str) -> Result<Option<String>, StoreError> {
         self.with("recording the issuer", |conn| {
-            let tx = conn.transaction()?;
+            let tx = begin_write(conn)?;
             let previous: Option<String> = tx
                 .query_row("SELECT name FROM issuer WHERE id = 1", [], |r| r.get(0))
                 .optional()?;
@@ -429,7 +429,7 @@ impl Store {
         at: i64,
     ) -> Result<(), StoreError> {
         self.with("completing order", |conn| {
-            let tx = conn.transaction()?;
+            let tx = begin_write(conn)?;
             let done: Option<(String, bool)> = tx
                 .query_row(
                     "UPDATE orders SET status = 'valid', chain = ?2, serial = ?3, not_after = ?4,
@@ -463,7 +463,7 @@ impl Store {
         at: i64,
     ) -> Result<(), StoreError> {
         self.with("failing order", |conn| {
-            let tx = conn.transaction()?;
+            let tx = begin_write(conn)?;
             let hostname: Option<String> = tx
                 .query_row(
                     "UPDATE orders SET status = 'invalid', error_type = ?2, error_detail = ?3, retry_after = ?4

@@ -3,7 +3,7 @@
 
 use rusqlite::params;
 
-use super::{Store, StoreError};
+use super::{begin_write, Store, StoreError};
 
 /// A token to store.
 #[derive(Debug, Clone)]
@@ -22,7 +22,7 @@ impl Store {
     /// Stores freshly minted tokens, all or none.
     pub fn insert_tokens(&self, tokens: &[NewToken]) -> Result<(), StoreError> {
         self.with("storing tokens", |conn| {
-            let tx = conn.transaction()?;
+            let tx = begin_write(conn)?;
             {
                 let mut stmt =
                     tx.prepare("INSERT INTO tokens (hash, hostname, created, expires) VALUES (?1, ?2, ?3, ?4)")?;
