@@ -6,7 +6,7 @@
 //! blocking pool. WAL mode and a busy timeout let the admin commands
 //! (`lancert-server devices`, `token`, ...) use the same file while the server
 //! runs. Every transaction that writes begins with the write lock
-//! ([`begin_write`]), so the busy timeout covers it from its first statement.
+//! (`begin_write`), so the busy timeout covers it from its first statement.
 
 mod devices;
 mod events;
