@@ -102,10 +102,6 @@ fn ensure_client<'c>(client: &'c mut Option<Client>, config: &Config) -> Result<
 }
 
 impl Session<'_> {
-    fn client(&mut self) -> Result<&mut Client> {
-        ensure_client(&mut self.client, self.config)
-    }
-
     fn requests(&self) -> u32 {
         self.client.as_ref().map_or(0, |c| c.stats().requests)
     }
@@ -291,10 +287,8 @@ pub fn run(
 
 fn send_report(session: &mut Session<'_>, report: &serde_json::Value) -> Result<Option<crate::renewal_window::Window>> {
     let kid = session.enrollment.device.clone();
-    let key = load_identity(&mut session.identity, &session.dir)?
-        .signing_key()
-        .clone();
-    session.client()?.report_status(&key, &kid, report)
+    let key = load_identity(&mut session.identity, &session.dir)?;
+    ensure_client(&mut session.client, session.config)?.report_status(key, &kid, report)
 }
 
 fn address_step(session: &mut Session<'_>, state: &mut State, grace: Option<Duration>) -> Result<bool> {
@@ -322,10 +316,8 @@ fn address_step(session: &mut Session<'_>, state: &mut State, grace: Option<Dura
         return Ok(false);
     }
     let kid = session.enrollment.device.clone();
-    let key = load_identity(&mut session.identity, &session.dir)?
-        .signing_key()
-        .clone();
-    let published = match session.client()?.update_addresses(&key, &kid, &current) {
+    let key = load_identity(&mut session.identity, &session.dir)?;
+    let published = match ensure_client(&mut session.client, session.config)?.update_addresses(key, &kid, &current) {
         Ok(published) => published,
         // A sign of life that cannot be given is not a failure: nothing is
         // wrong with the record, and the next slot comes in a day.

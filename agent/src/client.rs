@@ -11,12 +11,12 @@
 
 use crate::addresses::AddressSet;
 use crate::error::{Error, Result};
+use crate::keygen::CertKey;
 use crate::renewal_window::Window;
 use crate::schedule::clamp_retry_after;
 use lancert_protocol::problem::ProblemType;
 use lancert_protocol::time::parse_rfc3339;
 use lancert_protocol::{base64url, jws, CONTENT_TYPE_JOSE, CONTENT_TYPE_PEM_CHAIN, CONTENT_TYPE_PROBLEM};
-use p256::ecdsa::SigningKey;
 use serde_json::{json, Map, Value};
 use std::path::Path;
 use std::time::Duration;
@@ -260,7 +260,7 @@ impl Client {
         &mut self,
         doing: &str,
         url: &str,
-        key: &SigningKey,
+        key: &CertKey,
         auth: Auth<'_>,
         payload: Option<&Value>,
     ) -> Result<Reply> {
@@ -271,10 +271,10 @@ impl Client {
             protected.insert("nonce".into(), self.take_nonce(doing)?.into());
             protected.insert("url".into(), url.into());
             match auth {
-                Auth::Jwk => protected.insert("jwk".into(), jws::jwk(key.verifying_key())),
+                Auth::Jwk => protected.insert("jwk".into(), jws::jwk_of_point(&key.public_point())),
                 Auth::Kid(kid) => protected.insert("kid".into(), kid.into()),
             };
-            let body = jws::sign(key, protected, payload_bytes.as_deref());
+            let body = jws::sign_with(|input| key.sign_fixed(input), protected, payload_bytes.as_deref())?;
             match self.exchange(doing, url, Some(&body)) {
                 Err(e) if e.problem() == Some(ProblemType::BadNonce) && !retried => {
                     log::debug!("{doing}: nonce refused, retrying once with a fresh one");
@@ -287,7 +287,7 @@ impl Client {
 
     /// Enrolls `key` with a one-time `token` (protocol §6): the device id
     /// and the hostname the server assigned.
-    pub fn enroll(&mut self, key: &SigningKey, token: &str) -> Result<(String, String)> {
+    pub fn enroll(&mut self, key: &CertKey, token: &str) -> Result<(String, String)> {
         let doing = "enrolling";
         let url = self.directory()?.enroll;
         let payload = json!({"token": token, "agentVersion": env!("CARGO_PKG_VERSION")});
@@ -297,7 +297,7 @@ impl Client {
 
     /// Publishes `set` as the device's A/AAAA records (protocol §7); returns
     /// the records as the server now publishes them.
-    pub fn update_addresses(&mut self, key: &SigningKey, kid: &str, set: &AddressSet) -> Result<AddressSet> {
+    pub fn update_addresses(&mut self, key: &CertKey, kid: &str, set: &AddressSet) -> Result<AddressSet> {
         let doing = "updating addresses";
         let url = self.directory()?.addresses;
         let reply = self.post(doing, &url, key, Auth::Kid(kid), Some(&set.to_json()))?;
@@ -306,7 +306,7 @@ impl Client {
     }
 
     /// Sends a new order for `csr_der` (protocol §8.1).
-    pub fn new_order(&mut self, key: &SigningKey, kid: &str, csr_der: &[u8]) -> Result<Order> {
+    pub fn new_order(&mut self, key: &CertKey, kid: &str, csr_der: &[u8]) -> Result<Order> {
         let doing = "ordering a certificate";
         let url = self.directory()?.new_order;
         let payload = json!({"csr": base64url::encode(csr_der)});
@@ -324,7 +324,7 @@ impl Client {
     }
 
     /// Polls an order (protocol §8.2).
-    pub fn poll_order(&mut self, key: &SigningKey, kid: &str, order_url: &str) -> Result<Order> {
+    pub fn poll_order(&mut self, key: &CertKey, kid: &str, order_url: &str) -> Result<Order> {
         let doing = "polling the certificate order";
         let reply = self.post(doing, order_url, key, Auth::Kid(kid), None)?;
         parse_order(doing, order_url, &reply, order_url.to_string())
@@ -332,7 +332,7 @@ impl Client {
 
     /// Downloads the chain of a valid order (protocol §8.4). The caller
     /// validates it before anything is written.
-    pub fn download_chain(&mut self, key: &SigningKey, kid: &str, url: &str) -> Result<Vec<u8>> {
+    pub fn download_chain(&mut self, key: &CertKey, kid: &str, url: &str) -> Result<Vec<u8>> {
         let doing = "downloading the certificate";
         let reply = self.post(doing, url, key, Auth::Kid(kid), None)?;
         if !reply.content_type.starts_with(CONTENT_TYPE_PEM_CHAIN) {
@@ -346,7 +346,7 @@ impl Client {
 
     /// Sends a status report (protocol §10); returns the renewal window the
     /// server suggests for the reported certificate, if any.
-    pub fn report_status(&mut self, key: &SigningKey, kid: &str, report: &Value) -> Result<Option<Window>> {
+    pub fn report_status(&mut self, key: &CertKey, kid: &str, report: &Value) -> Result<Option<Window>> {
         let doing = "sending the status report";
         let url = self.directory()?.status;
         let reply = self.post(doing, &url, key, Auth::Kid(kid), Some(report))?;

@@ -97,7 +97,10 @@ mod tests {
         let req = CertReq::from_der(&der).unwrap();
         let info = req.info.to_der().unwrap();
         let sig = p256::ecdsa::DerSignature::from_bytes(req.signature.raw_bytes()).unwrap();
-        key.signing_key().verifying_key().verify(&info, &sig).unwrap();
+        p256::ecdsa::VerifyingKey::from_sec1_bytes(&key.public_point())
+            .unwrap()
+            .verify(&info, &sig)
+            .unwrap();
     }
 
     #[test]

@@ -6,15 +6,14 @@
 //! same type holds the device's identity key.
 
 use crate::error::{Error, Result};
-use p256::ecdsa::SigningKey;
 use p256::elliptic_curve::zeroize::Zeroizing;
-use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
+use p256::pkcs8::der::pem::{self, LineEnding};
+use p256::pkcs8::DecodePrivateKey;
+use ring::rand::SystemRandom;
+use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 
-/// How many 32-byte draws to try before giving up. A draw is rejected only
-/// if it is zero or not below the group order n, which for P-256 happens
-/// with probability about 2^-32: a second failure means the randomness
-/// source is broken, not unlucky.
-const MAX_DRAWS: usize = 4;
+/// The PEM label of a PKCS#8 private key (RFC 7468 §10).
+const PKCS8_LABEL: &str = "PRIVATE KEY";
 
 /// DER prefix of a P-256 SubjectPublicKeyInfo (RFC 5480 §2):
 /// SEQUENCE { SEQUENCE { id-ecPublicKey, prime256v1 }, BIT STRING (0 unused
@@ -25,8 +24,15 @@ const SPKI_PREFIX: [u8; 26] = [
 ];
 
 /// An ECDSA P-256 private key.
+///
+/// ring signs and makes keys: it is linked anyway as rustls's provider, and
+/// its base-point arithmetic is fast without the 60 KB table p256 needed to
+/// match it. p256 parses what ring does not take (keys without the public
+/// key, below) and validates public points.
 pub struct CertKey {
-    key: SigningKey,
+    /// The key as PKCS#8 DER, as read or generated: written back unchanged.
+    pkcs8: Zeroizing<Vec<u8>>,
+    pair: EcdsaKeyPair,
 }
 
 impl std::fmt::Debug for CertKey {
@@ -37,81 +43,111 @@ impl std::fmt::Debug for CertKey {
 }
 
 impl CertKey {
-    /// A fresh key from the operating system's randomness (getrandom(2)).
+    /// A fresh key from the operating system's randomness (getrandom(2),
+    /// through ring), as PKCS#8 with the public key included (RFC 5915).
     ///
-    /// The scalar is drawn directly (FIPS 186-5 A.4.2, "rejection
-    /// sampling"): 32 random bytes are accepted if they form a valid
-    /// scalar in [1, n-1], and redrawn otherwise.
+    /// ring draws the scalar directly (FIPS 186-5 A.4.2, "rejection
+    /// sampling"): random bytes are accepted if they form a scalar in
+    /// [1, n-1], and redrawn otherwise.
     pub fn generate() -> Result<CertKey> {
-        let mut bytes = Zeroizing::new([0u8; 32]);
-        for _ in 0..MAX_DRAWS {
-            getrandom::fill(&mut bytes[..])
-                .map_err(|e| Error::Other(format!("generating a key: no randomness from the OS: {e}")))?;
-            if let Ok(key) = SigningKey::from_slice(&bytes[..]) {
-                return Ok(CertKey { key });
-            }
-        }
-        Err(Error::Other(format!(
-            "generating a key: {MAX_DRAWS} random draws were all invalid P-256 scalars; the OS randomness is broken"
-        )))
+        let rng = SystemRandom::new();
+        let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .map_err(|_| Error::Other("generating a key: no randomness from the OS".into()))?;
+        CertKey::from_pkcs8_der(doc.as_ref())
+            .map_err(|why| Error::Other(format!("generating a key: the new key does not load: {why}")))
     }
 
     /// Parses a PKCS#8 `PRIVATE KEY` PEM (RFC 5958, RFC 7468 §10) holding a
     /// P-256 key.
-    pub fn from_pkcs8_pem(pem: &str) -> Result<CertKey, String> {
-        SigningKey::from_pkcs8_pem(pem)
-            .map(|key| CertKey { key })
-            .map_err(|e| format!("not a PKCS#8 P-256 private key: {e}"))
+    pub fn from_pkcs8_pem(text: &str) -> Result<CertKey, String> {
+        let (label, der) =
+            pem::decode_vec(text.as_bytes()).map_err(|e| format!("not a PKCS#8 P-256 private key: {e}"))?;
+        let der = Zeroizing::new(der);
+        if label != PKCS8_LABEL {
+            return Err(format!(
+                "not a PKCS#8 P-256 private key: the PEM block is {label:?}, not {PKCS8_LABEL:?}"
+            ));
+        }
+        CertKey::from_pkcs8_der(&der)
     }
 
     /// Parses a PKCS#8 DER private key holding a P-256 key.
+    ///
+    /// ring takes the form it writes (and OpenSSL and older agents do):
+    /// the public key beside the scalar, no curve repeated inside. Other
+    /// valid forms (RFC 5915 makes both fields optional) are parsed with
+    /// p256, which derives the public key; ring then checks the pair.
     pub fn from_pkcs8_der(der: &[u8]) -> Result<CertKey, String> {
-        SigningKey::from_pkcs8_der(der)
-            .map(|key| CertKey { key })
-            .map_err(|e| format!("not a PKCS#8 P-256 private key: {e}"))
+        let rng = SystemRandom::new();
+        let pair = match EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der, &rng) {
+            Ok(pair) => pair,
+            Err(ring_refused) => {
+                let secret = p256::SecretKey::from_pkcs8_der(der)
+                    .map_err(|e| format!("not a PKCS#8 P-256 private key: {e} (and ring: {ring_refused})"))?;
+                let public = secret.public_key();
+                let point = p256::elliptic_curve::sec1::ToSec1Point::to_sec1_point(&public, false);
+                EcdsaKeyPair::from_private_key_and_public_key(
+                    &ECDSA_P256_SHA256_FIXED_SIGNING,
+                    &secret.to_bytes(),
+                    point.as_bytes(),
+                    &rng,
+                )
+                .map_err(|e| format!("not a usable P-256 key pair: {e}"))?
+            }
+        };
+        Ok(CertKey {
+            pkcs8: Zeroizing::new(der.to_vec()),
+            pair,
+        })
     }
 
     /// The key as PKCS#8 PEM, `-----BEGIN PRIVATE KEY-----`: the one form
     /// nginx, lighttpd and uhttpd (mbedTLS/wolfSSL/OpenSSL) all read.
     pub fn to_pkcs8_pem(&self) -> Result<String> {
-        let pem = self
-            .key
-            .to_pkcs8_pem(LineEnding::LF)
-            .map_err(|e| Error::Other(format!("encoding the private key as PKCS#8: {e}")))?;
-        // The caller gets a plain String (it is written to the key file);
-        // the intermediate copy is wiped when `pem` drops.
-        Ok(pem.as_str().to_owned())
+        pem::encode_string(PKCS8_LABEL, LineEnding::LF, &self.pkcs8)
+            .map_err(|e| Error::Other(format!("encoding the private key as PEM: {e}")))
     }
 
     /// The key as PKCS#8 DER, wiped when dropped.
     pub fn to_pkcs8_der(&self) -> Result<Zeroizing<Vec<u8>>> {
-        let doc = self
-            .key
-            .to_pkcs8_der()
-            .map_err(|e| Error::Other(format!("encoding the private key as PKCS#8: {e}")))?;
-        Ok(Zeroizing::new(doc.as_bytes().to_vec()))
+        Ok(self.pkcs8.clone())
+    }
+
+    /// The public key as an uncompressed SEC1 point, 0x04 || X || Y.
+    pub fn public_point(&self) -> [u8; 65] {
+        let mut point = [0u8; 65];
+        // ring's P-256 public keys are always the 65-byte uncompressed form.
+        point.copy_from_slice(self.pair.public_key().as_ref());
+        point
     }
 
     /// The public key as a DER SubjectPublicKeyInfo (RFC 5480), the form a
     /// certificate carries it in: comparing these bytes tells whether a
     /// certificate is for this key.
     pub fn spki_der(&self) -> Vec<u8> {
-        spki_of(self.key.verifying_key().to_sec1_point(false).as_bytes())
+        spki_of(&self.public_point())
     }
 
-    /// The key for signing (CSRs, JWS).
-    pub fn signing_key(&self) -> &SigningKey {
-        &self.key
+    /// An ES256 signature of `message` (SHA-256, then ECDSA), as R || S
+    /// (RFC 7518 §3.4): what a JWS carries.
+    pub fn sign_fixed(&self, message: &[u8]) -> Result<[u8; 64]> {
+        let signature = self
+            .pair
+            .sign(&SystemRandom::new(), message)
+            .map_err(|_| Error::Other("signing: no randomness from the OS".into()))?;
+        let mut fixed = [0u8; 64];
+        fixed.copy_from_slice(signature.as_ref());
+        Ok(fixed)
     }
 
     /// The key as rcgen's signer, for CSRs and certificates. rcgen only
-    /// encodes; the signature is made here with p256, so rcgen needs no
+    /// encodes; the signature is made here with ring, so rcgen needs no
     /// crypto backend of its own (and ring's RSA and Ed25519 signing stay
     /// out of the binary).
     pub(crate) fn rcgen_signer(&self) -> RcgenSigner<'_> {
         RcgenSigner {
-            key: &self.key,
-            point: self.key.verifying_key().to_sec1_point(false).as_bytes().to_vec(),
+            key: self,
+            point: self.public_point(),
         }
     }
 }
@@ -169,10 +205,10 @@ fn spki_of(point: &[u8]) -> Vec<u8> {
 /// A [`CertKey`] as rcgen's [`rcgen::SigningKey`]: ECDSA P-256 with SHA-256,
 /// DER signatures (RFC 5480 §2, RFC 5758 §3.2).
 pub(crate) struct RcgenSigner<'a> {
-    key: &'a SigningKey,
+    key: &'a CertKey,
     /// The uncompressed public point, what rcgen puts in the
     /// SubjectPublicKeyInfo's BIT STRING.
-    point: Vec<u8>,
+    point: [u8; 65],
 }
 
 impl rcgen::PublicKeyData for RcgenSigner<'_> {
@@ -187,7 +223,8 @@ impl rcgen::PublicKeyData for RcgenSigner<'_> {
 
 impl rcgen::SigningKey for RcgenSigner<'_> {
     fn sign(&self, msg: &[u8]) -> std::result::Result<Vec<u8>, rcgen::Error> {
-        let signature: p256::ecdsa::Signature = p256::ecdsa::signature::Signer::sign(self.key, msg);
+        let fixed = self.key.sign_fixed(msg).map_err(|_| rcgen::Error::RingUnspecified)?;
+        let signature = p256::ecdsa::Signature::from_slice(&fixed).map_err(|_| rcgen::Error::RingUnspecified)?;
         Ok(signature.to_der().as_bytes().to_vec())
     }
 }
@@ -220,12 +257,66 @@ mod tests {
     #[test]
     fn spki_matches_the_encoder() {
         let key = CertKey::generate().unwrap();
-        let reference = key.signing_key().verifying_key().to_public_key_der().unwrap();
+        let der = key.to_pkcs8_der().unwrap();
+        // p256 derives the public key from the scalar on its own.
+        let derived = p256::SecretKey::from_pkcs8_der(&der).unwrap().public_key();
+        let reference = derived.to_public_key_der().unwrap();
         assert_eq!(key.spki_der(), reference.as_bytes());
         assert_eq!(
             key.spki_der(),
             rcgen::PublicKeyData::subject_public_key_info(&key.rcgen_signer())
         );
+    }
+
+    /// Keys written by agents before ring signed (p256's PKCS#8 encoding)
+    /// load on ring's fast path and are written back byte for byte.
+    #[test]
+    fn keys_written_by_p256_load_unchanged() {
+        use p256::pkcs8::EncodePrivateKey;
+        let old = p256::SecretKey::from_slice(&[7; 32]).unwrap();
+        let pem = old.to_pkcs8_pem(LineEnding::LF).unwrap();
+        let der = old.to_pkcs8_der().unwrap();
+        let rng = SystemRandom::new();
+        assert!(EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der.as_bytes(), &rng).is_ok());
+        let key = CertKey::from_pkcs8_pem(&pem).unwrap();
+        assert_eq!(key.to_pkcs8_pem().unwrap(), pem.as_str());
+        assert_eq!(key.spki_der(), old.public_key().to_public_key_der().unwrap().as_bytes());
+    }
+
+    /// ring's signatures verify with p256, JWS and CSR form alike; another
+    /// message or key does not.
+    #[test]
+    fn signatures_verify_with_an_independent_implementation() {
+        use p256::ecdsa::signature::Verifier;
+        let key = CertKey::generate().unwrap();
+        let public = p256::ecdsa::VerifyingKey::from_sec1_bytes(&key.public_point()).unwrap();
+        let fixed = key.sign_fixed(b"message").unwrap();
+        let signature = p256::ecdsa::Signature::from_slice(&fixed).unwrap();
+        public.verify(b"message", &signature).unwrap();
+        assert!(public.verify(b"massage", &signature).is_err());
+        let other = CertKey::generate().unwrap();
+        let other_public = p256::ecdsa::VerifyingKey::from_sec1_bytes(&other.public_point()).unwrap();
+        assert!(other_public.verify(b"message", &signature).is_err());
+
+        let der = rcgen::SigningKey::sign(&key.rcgen_signer(), b"csr").unwrap();
+        let der = p256::ecdsa::DerSignature::from_bytes(&der).unwrap();
+        public.verify(b"csr", &der).unwrap();
+        // ECDSA is randomized: two signatures of one message differ.
+        assert_ne!(key.sign_fixed(b"message").unwrap(), fixed);
+    }
+
+    /// A key whose embedded public key is another key's is refused: signing
+    /// with it would make signatures nobody can verify, and the certificate
+    /// check would compare against the wrong key.
+    #[test]
+    fn a_mismatched_embedded_public_key_is_refused() {
+        let key = CertKey::generate().unwrap();
+        let other = CertKey::generate().unwrap();
+        let mut der = key.to_pkcs8_der().unwrap().to_vec();
+        let at = der.len() - 65;
+        der[at..].copy_from_slice(&other.public_point());
+        let refused = CertKey::from_pkcs8_der(&der).unwrap_err();
+        assert!(refused.contains("P-256"), "{refused}");
     }
 
     #[test]
@@ -240,7 +331,9 @@ mod tests {
     /// A PKCS#8 P-256 key without the optional public key (RFC 5915 allows
     /// leaving it out): version, algorithm, ECPrivateKey { 1, scalar }.
     fn pkcs8_without_public_key(key: &CertKey) -> Vec<u8> {
-        let scalar = key.signing_key().to_bytes();
+        let scalar = p256::SecretKey::from_pkcs8_der(&key.to_pkcs8_der().unwrap())
+            .unwrap()
+            .to_bytes();
         let mut ec = vec![0x30, 0x25, 0x02, 0x01, 0x01, 0x04, 0x20];
         ec.extend_from_slice(&scalar);
         let mut der = vec![0x30, 0x41, 0x02, 0x01, 0x00];

@@ -37,7 +37,7 @@ pub fn provision(config: &Config, server: &str, token: &str) -> Result<Provision
         None => identity::create(&dir.identity_key(), "the identity key")?,
     };
     let mut client = Client::new(server, config.server_ca.as_deref(), config.http_timeout)?;
-    let (device, hostname) = client.enroll(key.signing_key(), token)?;
+    let (device, hostname) = client.enroll(&key, token)?;
     let enrollment = Enrollment {
         device,
         hostname,

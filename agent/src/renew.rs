@@ -153,7 +153,7 @@ pub fn renew(
     let (key, mut order) = match resumed {
         Some((key, p)) => {
             log::info!("resuming the certificate order {}", p.url);
-            match client.poll_order(identity.signing_key(), kid, &p.url) {
+            match client.poll_order(identity, kid, &p.url) {
                 Ok(order) => (key, order),
                 Err(e) if e.problem() == Some(lancert_protocol::problem::ProblemType::NotFound) => {
                     log::info!("the pending order is gone ({e}); starting a new one");
@@ -184,7 +184,7 @@ pub fn renew(
             dir.save(state)?;
             return Ok(Renewed::Interrupted);
         }
-        order = client.poll_order(identity.signing_key(), kid, &order.url)?;
+        order = client.poll_order(identity, kid, &order.url)?;
     }
 
     if order.status == OrderStatus::Invalid {
@@ -201,7 +201,7 @@ pub fn renew(
     }
 
     let cert_url = order.certificate.clone().unwrap_or_default();
-    let chain = client.download_chain(identity.signing_key(), kid, &cert_url);
+    let chain = client.download_chain(identity, kid, &cert_url);
     // Whatever happens next, this order is finished: a bad chain will not
     // get better by downloading it again.
     forget_pending(dir, state)?;
@@ -273,7 +273,7 @@ fn start_order(
     let _ = std::fs::remove_file(dir.pending_key());
     let key = identity::create(&dir.pending_key(), "the new certificate key")?;
     let csr = csr::build(&key, hostname)?;
-    let order = client.new_order(identity.signing_key(), kid, &csr)?;
+    let order = client.new_order(identity, kid, &csr)?;
     log::info!("ordered a certificate for {hostname}: {}", order.url);
     state.pending_order = Some(PendingOrder {
         url: order.url.clone(),

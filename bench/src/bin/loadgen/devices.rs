@@ -95,7 +95,7 @@ pub fn enroll(args: &Args) -> Res<()> {
 fn enroll_one(url: &str, ca: &Path, token: &str) -> Res<String> {
     let key = CertKey::generate().map_err(|e| e.to_string())?;
     let mut client = Client::new(url, Some(ca), HTTP_TIMEOUT).map_err(|e| e.to_string())?;
-    let (id, hostname) = client.enroll(key.signing_key(), token).map_err(|e| e.to_string())?;
+    let (id, hostname) = client.enroll(&key, token).map_err(|e| e.to_string())?;
     let der = key.to_pkcs8_der().map_err(|e| e.to_string())?;
     Ok(format!("{id}\t{hostname}\t{}", base64url::encode(&der)))
 }

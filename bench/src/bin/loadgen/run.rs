@@ -145,7 +145,7 @@ fn status_report(index: usize, phase: u32, flip: bool) -> Value {
 
 /// The session's POST.
 fn post(client: &mut Client, plan: &Plan<'_>, index: usize, device: &Device, flip: bool) -> Res<()> {
-    let key = device.key.signing_key();
+    let key = &device.key;
     match plan.kind {
         Kind::Addresses => {
             let set = address_set(index, plan.phase, flip);
