@@ -1,6 +1,14 @@
 //! A minimal `log` backend: one line per record on stderr, with a UTC
 //! timestamp. The level comes from `LANCERT_LOG` (`error` … `trace`,
 //! default `info`).
+//!
+//! Each line is formatted first and written with one `write(2)`: stderr is
+//! unbuffered, and `eprintln!` wrote a line in about 15 pieces (under load,
+//! a few percent of a request's CPU), which other processes writing to the
+//! same journal or pipe could split. A failed write is ignored: a log
+//! reader gone away must not take a request down (`eprintln!` panics).
+
+use std::io::Write;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
@@ -23,10 +31,17 @@ impl Log for StderrLogger {
             Level::Debug => "DEBUG",
             Level::Trace => "TRACE",
         };
-        eprintln!("{ts} {level} {}", record.args());
+        let _ = std::io::stderr()
+            .lock()
+            .write_all(line(&ts, level, record.args()).as_bytes());
     }
 
     fn flush(&self) {}
+}
+
+/// One log line, newline included.
+fn line(ts: &str, level: &str, message: &std::fmt::Arguments<'_>) -> String {
+    format!("{ts} {level} {message}\n")
 }
 
 static LOGGER: StderrLogger = StderrLogger;
@@ -47,5 +62,18 @@ pub fn init() {
     };
     if log::set_logger(&LOGGER).is_ok() {
         log::set_max_level(level);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_is_timestamp_level_message_newline() {
+        assert_eq!(
+            line("2026-11-24T06:00:00Z", "WARN", &format_args!("order {} failed", 7)),
+            "2026-11-24T06:00:00Z WARN order 7 failed\n"
+        );
     }
 }
