@@ -86,9 +86,10 @@ impl CertKey {
                     .map_err(|e| format!("not a PKCS#8 P-256 private key: {e} (and ring: {ring_refused})"))?;
                 let public = secret.public_key();
                 let point = p256::elliptic_curve::sec1::ToSec1Point::to_sec1_point(&public, false);
+                let scalar = Zeroizing::new(secret.to_bytes());
                 EcdsaKeyPair::from_private_key_and_public_key(
                     &ECDSA_P256_SHA256_FIXED_SIGNING,
-                    &secret.to_bytes(),
+                    &scalar,
                     point.as_bytes(),
                     &rng,
                 )
