@@ -191,10 +191,8 @@ pub fn awaiting_dad(
             addrs.iter().any(|a| {
                 a.index == index
                     && a.family == family
-                    && a.scope == SCOPE_UNIVERSE
                     && a.flags & libc::IFA_F_TENTATIVE != 0
-                    && a.flags & (libc::IFA_F_DADFAILED | libc::IFA_F_DEPRECATED) == 0
-                    && (family == Family::V4 || a.flags & libc::IFA_F_TEMPORARY == 0)
+                    && eligible_but_for(a, SCOPE_UNIVERSE, libc::IFA_F_TENTATIVE)
             })
         })
     })
@@ -277,10 +275,17 @@ fn pick_on_interface(addrs: &[IfAddr], family: Family, index: u32, host_fallback
 
 /// Whether `a` may be published, given the scope wanted.
 fn eligible(a: &IfAddr, scope: u8) -> bool {
+    eligible_but_for(a, scope, 0)
+}
+
+/// [`eligible`], but for the flags in `ignored`: what an address will be
+/// once they clear (a tentative one, once duplicate address detection
+/// ends).
+fn eligible_but_for(a: &IfAddr, scope: u8, ignored: u32) -> bool {
     let excluded = match a.family {
         Family::V4 => V4_EXCLUDED,
         Family::V6 => V6_EXCLUDED,
-    };
+    } & !ignored;
     let family_matches = matches!(
         (a.family, a.addr),
         (Family::V4, IpAddr::V4(_)) | (Family::V6, IpAddr::V6(_))
