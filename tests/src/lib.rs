@@ -67,7 +67,7 @@ pub use nginx::{Nginx, NGINX, STABLE_HANDSHAKES};
 pub use pebble::{Pebble, PebbleOptions, PEBBLE};
 pub use pki::{self_signed, TestCa};
 pub use process::{run, signal, Output, COMMAND_TIMEOUT};
-pub use server::{Server, ServerConfig, SERVER_START_TIMEOUT, ZONE};
+pub use server::{authoritative_dns, Server, ServerConfig, SERVER_START_TIMEOUT, ZONE};
 
 /// Polls `cond` every 50 ms until it returns `Some`, or panics with `what`
 /// after `timeout`.

@@ -184,6 +184,13 @@ impl Pebble {
         &self.ca_file
     }
 
+    /// The server's `issuer` setting for an `acme` issuer ordering from
+    /// this pebble, with its terms agreed.
+    pub fn issuer_config(&self) -> serde_json::Value {
+        json!({"type": "acme", "directory_url": self.directory_url(), "agree_terms": true,
+               "ca_file": self.ca_file()})
+    }
+
     /// The root pebble issues from (the agent's `trust_anchors`).
     pub fn root_file(&self) -> &Path {
         &self.root_file

@@ -16,6 +16,12 @@ pub const SERVER_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the server gets to stop after SIGTERM before it is killed: 10 s.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The server's `dns` setting for its embedded authoritative DNS server on
+/// `127.0.0.1:port`, for the zone the test servers use.
+pub fn authoritative_dns(port: u16) -> Value {
+    json!({"type": "authoritative", "listen": format!("127.0.0.1:{port}"), "nameservers": ["ns1.example.net"]})
+}
+
 /// The settings of a test server that tests change.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use lancert_tests::scenario::{server_device, Device};
 use lancert_tests::tls::{self, first_cert_of_file, CertInfo};
-use lancert_tests::{dig, unix_now, wait_for, Bind, Pebble, PebbleOptions, Server, ServerConfig, TestEnv, ZONE};
+use lancert_tests::{
+    authoritative_dns, dig, unix_now, wait_for, Bind, Pebble, PebbleOptions, Server, ServerConfig, TestEnv, ZONE,
+};
 use serde_json::{json, Value};
 
 fn loopback(port: u16) -> SocketAddr {
@@ -21,16 +23,9 @@ fn loopback(port: u16) -> SocketAddr {
 /// backend and `budget` given.
 fn acme_server(env: &TestEnv, pebble: &Pebble, dns: Value, budget: Value) -> Server {
     let mut extra = serde_json::Map::new();
-    extra.insert(
-        "issuer".into(),
-        json!({
-            "type": "acme",
-            "directory_url": pebble.directory_url(),
-            "contact": ["mailto:ops@example.com"],
-            "agree_terms": true,
-            "ca_file": pebble.ca_file(),
-        }),
-    );
+    let mut issuer = pebble.issuer_config();
+    issuer["contact"] = json!(["mailto:ops@example.com"]);
+    extra.insert("issuer".into(), issuer);
     extra.insert("dns".into(), dns);
     extra.insert("budget".into(), budget);
     Server::start_with(
@@ -44,8 +39,9 @@ fn acme_server(env: &TestEnv, pebble: &Pebble, dns: Value, budget: Value) -> Ser
 
 /// The server as the zone's authoritative DNS server on `port`.
 fn authoritative(port: u16) -> Value {
-    json!({"type": "authoritative", "listen": format!("127.0.0.1:{port}"), "nameservers": ["ns1.example.net"],
-           "propagation_timeout_secs": 10})
+    let mut dns = authoritative_dns(port);
+    dns["propagation_timeout_secs"] = json!(10);
+    dns
 }
 
 /// A provisioned device that trusts pebble's issuing root for its chains.

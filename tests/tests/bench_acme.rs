@@ -14,8 +14,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use lancert_tests::scenario::{server_device_named, Device};
-use lancert_tests::{wait_for, Pebble, PebbleOptions, Server, ServerConfig, TestEnv};
-use serde_json::json;
+use lancert_tests::{authoritative_dns, wait_for, Pebble, PebbleOptions, Server, ServerConfig, TestEnv};
 
 fn stats(label: &str, unit: &str, mut values: Vec<f64>) {
     values.sort_by(f64::total_cmp);
@@ -87,16 +86,8 @@ fn acme_issuance_costs() {
         },
     );
     let mut extra = serde_json::Map::new();
-    extra.insert(
-        "issuer".into(),
-        json!({"type": "acme", "directory_url": pebble.directory_url(), "agree_terms": true,
-               "ca_file": pebble.ca_file()}),
-    );
-    extra.insert(
-        "dns".into(),
-        json!({"type": "authoritative", "listen": format!("127.0.0.1:{dns_port}"),
-               "nameservers": ["ns1.example.net"]}),
-    );
+    extra.insert("issuer".into(), pebble.issuer_config());
+    extra.insert("dns".into(), authoritative_dns(dns_port));
     let server = Server::start_with(
         &env,
         ServerConfig {

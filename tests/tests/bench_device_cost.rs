@@ -42,7 +42,9 @@ use std::time::{Duration, Instant};
 
 use lancert_tests::scenario::provisioned_hostname;
 use lancert_tests::tls::{first_cert_of_file, CertInfo};
-use lancert_tests::{AgentConfig, Bind, Netns, Output, Pebble, PebbleOptions, Server, ServerConfig, TestEnv, ZONE};
+use lancert_tests::{
+    authoritative_dns, AgentConfig, Bind, Netns, Output, Pebble, PebbleOptions, Server, ServerConfig, TestEnv, ZONE,
+};
 use serde_json::{json, Value};
 
 const TIME: &str = "/usr/bin/time";
@@ -512,16 +514,8 @@ fn setup() -> World {
     let listener = ns.run(|| TcpListener::bind("127.0.0.1:0").expect("binding the agent's relay in the namespace"));
     let relay_port = listener.local_addr().unwrap().port();
     let mut extra = serde_json::Map::new();
-    extra.insert(
-        "issuer".into(),
-        json!({"type": "acme", "directory_url": pebble_a.directory_url(), "agree_terms": true,
-               "ca_file": pebble_a.ca_file()}),
-    );
-    extra.insert(
-        "dns".into(),
-        json!({"type": "authoritative", "listen": format!("127.0.0.1:{dns_port}"),
-               "nameservers": ["ns1.example.net"]}),
-    );
+    extra.insert("issuer".into(), pebble_a.issuer_config());
+    extra.insert("dns".into(), authoritative_dns(dns_port));
     extra.insert("public_url".into(), json!(format!("https://localhost:{relay_port}")));
     let server = Server::start_with(
         &env_a,

@@ -57,7 +57,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lancert_tests::scenario::provisioned_hostname;
-use lancert_tests::{wait_for, Agent, AgentConfig, Netns, Server, ServerConfig, TestEnv};
+use lancert_tests::{authoritative_dns, wait_for, Agent, AgentConfig, Netns, Server, ServerConfig, TestEnv};
 use serde_json::{json, Value};
 
 /// iproute2.
@@ -567,11 +567,7 @@ fn address_event_latency() {
 
     let dns_port = env.free_port();
     let mut extra = serde_json::Map::new();
-    extra.insert(
-        "dns".into(),
-        json!({"type": "authoritative", "listen": format!("127.0.0.1:{dns_port}"),
-               "nameservers": ["ns1.example.net"]}),
-    );
+    extra.insert("dns".into(), authoritative_dns(dns_port));
     let server = Server::start_under(
         &env,
         ServerConfig {
